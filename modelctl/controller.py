@@ -1,0 +1,254 @@
+"""The switch, read top to bottom as the algorithm of DESIGN.md.
+
+The controller composes the outside worlds (runtime: Docker, readiness: HTTP, lock: the state
+directory) and does no I/O of its own. Its promise: at the end of every call at most one vLLM
+container runs, whatever failed on the way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+from .diagnosis import diagnose
+from .errors import ModelctlError, NotReadyError
+from .lock import switch_lock
+from .plan import GpuBudget, Plan, check_fits, make_plan
+from .profiles import Profile, find_profile
+from .readiness import ContainerExited, ReadyTimeout, is_serving, wait_until_ready
+from .runtime import ContainerInfo, DockerRuntime
+from .settings import Settings
+
+# progress(phase, detail): what the switch is doing now, for a live line or a log.
+Progress = Callable[[str, str], None]
+
+LOG_LINE_EVERY_S = 0.5  # how often the load phase reads the container's last log line
+
+
+@dataclass
+class SwitchResult:
+    profile: str
+    container: str
+    url: str
+    served_model: str
+    outcome: str  # "switched", "unchanged" (already running and ready), "planned" (--dry-run)
+    stopped: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    total_s: float = 0.0
+
+
+@dataclass
+class ActiveModel:
+    profile: str
+    container: str
+    served_model: str | None
+    ready: bool
+    url: str
+
+
+@dataclass
+class Status:
+    active: ActiveModel | None
+    containers: list[ContainerInfo]
+    gpu: GpuBudget
+
+
+class _PhaseClock:
+    """Times each phase of a switch and tells the progress callback when one begins."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.phases: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    @contextmanager
+    def phase(self, name: str, detail: str = "") -> Iterator[None]:
+        self.progress(name, detail)
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(self.phases.get(name, 0.0) + time.monotonic() - began, 3)
+
+    @property
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: DockerRuntime,
+        profiles: dict[str, Profile],
+        gpu: GpuBudget,
+        progress: Progress = lambda phase, detail: None,
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.profiles = profiles
+        self.gpu = gpu
+        self.progress = progress
+
+    # --- plans ---------------------------------------------------------------------------
+
+    def plan_for(self, name: str) -> Plan:
+        """The plan for a profile on this GPU; refuses (exit 3) one that cannot fit."""
+        profile = find_profile(self.profiles, name)
+        check_fits(profile, self.gpu, [p for p in self.profiles.values() if p is not profile])
+        return make_plan(profile, self.gpu, self.settings)
+
+    # --- the switch ----------------------------------------------------------------------
+
+    def switch(
+        self,
+        name: str,
+        *,
+        timeout_s: float | None = None,
+        lock_timeout_s: float = 600.0,
+        rollback: bool = True,
+        dry_run: bool = False,
+    ) -> SwitchResult:
+        clock = _PhaseClock(self.progress)
+        with clock.phase("plan"):
+            plan = self.plan_for(name)  # unknown (2) or too big (3): refused before anything
+        result = SwitchResult(
+            profile=plan.profile.name,
+            container=plan.spec.name,
+            url=plan.url,
+            served_model=plan.profile.served_name,
+            outcome="planned",
+        )
+        if dry_run:
+            result.phases, result.total_s = clock.phases, clock.elapsed
+            return result
+
+        with ExitStack() as held:
+            with clock.phase("lock"):
+                held.enter_context(switch_lock(self.settings.state_dir, lock_timeout_s))
+            running = self.runtime.vllm_containers()
+            target = next((c for c in running if c.name == plan.spec.name), None)
+            others = [c for c in running if c is not target]
+
+            if target and target.plan_hash == plan.hash and is_serving(plan.url, plan.profile.served_name):
+                with clock.phase("stop", ", ".join(c.name for c in others)):
+                    self.runtime.stop(others, self.settings.stop_grace)  # a foreign one may have crept in
+                result.outcome, result.stopped = "unchanged", [c.name for c in others]
+                result.phases, result.total_s = clock.phases, clock.elapsed
+                return result
+
+            if not self.runtime.has_image(plan.spec.image):
+                with clock.phase("pull", plan.spec.image):
+                    self.runtime.pull(plan.spec.image)  # fails before anything is stopped
+
+            with clock.phase("stop", ", ".join(c.name for c in running)):
+                self.runtime.stop(running, self.settings.stop_grace)
+            result.stopped = [c.name for c in running]
+
+            try:
+                self._start_and_wait(plan, clock, timeout_s)
+            except NotReadyError as failure:
+                if rollback:
+                    failure.message += self._roll_back(running, exclude=plan.profile.name)
+                raise
+        result.outcome = "switched"
+        result.phases, result.total_s = clock.phases, clock.elapsed
+        return result
+
+    def _start_and_wait(self, plan: Plan, clock: _PhaseClock, timeout_s: float | None) -> None:
+        """Start the plan's container and wait until it serves; on failure stop it and explain."""
+        timeout_s = timeout_s or plan.profile.startup_timeout or self.settings.ready_timeout
+        with clock.phase("start", plan.spec.name):
+            container = self.runtime.run(plan.spec, self._secret_env())
+        last_log_read = 0.0
+
+        def on_poll(seen: str) -> None:
+            nonlocal last_log_read
+            if time.monotonic() - last_log_read >= LOG_LINE_EVERY_S:
+                last_log_read = time.monotonic()
+                self.progress("load", self.runtime.last_log_line(container.id))
+
+        try:
+            with clock.phase("load", plan.profile.model):
+                wait_until_ready(
+                    plan.url,
+                    plan.profile.served_name,
+                    timeout_s=timeout_s,
+                    is_alive=lambda: self.runtime.is_running(container.id),
+                    on_poll=on_poll,
+                )
+        except (ContainerExited, ReadyTimeout) as exc:
+            # Keep the stopped container: `modelctl logs NAME` shows the whole story.
+            self.runtime.stop([container], self.settings.stop_grace)
+            raise self._not_ready(plan, container, exc) from None
+        # Only a model that became ready is restarted by the engine: never a crash loop.
+        self.runtime.set_restart_policy(container.id, "unless-stopped")
+
+    def _not_ready(self, plan: Plan, container: ContainerInfo, exc: Exception) -> NotReadyError:
+        log = self.runtime.logs(container.id, tail=200)
+        found = diagnose(log)
+        name = plan.profile.name
+        if isinstance(exc, ContainerExited):
+            code = self.runtime.exit_code(container.id)
+            what = f"{name} exited (code {code}) before it was ready"
+        else:
+            what = f"{name} was not ready after {exc.waited_s:.0f} s (last seen: {exc.last_seen})"
+        cause = f": {found.cause}" if found else ""
+        tail = "\n".join(log.splitlines()[-20:])
+        if found and found.evidence and found.evidence not in tail:
+            tail = f"{found.evidence}\n...\n{tail}"  # vLLM's tracebacks bury the root cause
+        return NotReadyError(
+            f"{what}{cause}",
+            hint=found.advice if found else f"see `modelctl logs {name}`",
+            log_tail=tail,
+        )
+
+    def _roll_back(self, previous: list[ContainerInfo], exclude: str) -> str:
+        """Put back what ran before the switch; returns a sentence for the error message."""
+        managed = [c for c in previous if not c.foreign and c.profile != exclude and c.profile in self.profiles]
+        foreign = [c for c in previous if c.foreign]
+        if managed:
+            back = managed[0]
+            clock = _PhaseClock(self.progress)
+            try:
+                self.progress("rollback", back.profile)
+                self._start_and_wait(self.plan_for(back.profile), clock, None)
+            except ModelctlError as exc:
+                return f"; rollback to {back.profile} failed too: {exc.message}"
+            return f"; rolled back to {back.profile}"
+        if foreign:
+            # Not ours to re-create: start the very containers that were stopped.
+            for info in foreign[:1]:  # they were sharing the GPU before; bring back one, not a crowd
+                self.runtime.start_existing(info.id)
+            return f"; restarted {foreign[0].name}, which ran before"
+        return "; nothing ran before, so nothing was rolled back"
+
+    def _secret_env(self) -> dict[str, str]:
+        token = self.settings.hf_token
+        return {"HF_TOKEN": token.get_secret_value()} if token is not None else {}
+
+    # --- other commands ------------------------------------------------------------------
+
+    def stop(self, *, lock_timeout_s: float = 600.0) -> list[str]:
+        """Stop every vLLM container (modelctl's and foreign); returns their names."""
+        with switch_lock(self.settings.state_dir, lock_timeout_s):
+            running = self.runtime.vllm_containers()
+            self.runtime.stop(running, self.settings.stop_grace)
+        return [c.name for c in running]
+
+    def status(self) -> Status:
+        containers = self.runtime.vllm_containers(include_stopped=True)
+        active = next((c for c in containers if c.running and not c.foreign), None)
+        model = None
+        if active:
+            url = f"http://{self.settings.poll_host}:{active.port}/v1"
+            model = ActiveModel(
+                profile=active.profile or "",
+                container=active.name,
+                served_model=active.served_model,
+                ready=bool(active.served_model) and is_serving(url, active.served_model or ""),
+                url=url,
+            )
+        return Status(active=model, containers=containers, gpu=self.gpu)

@@ -1,0 +1,177 @@
+"""Plans: what to start for a profile on this GPU. Pure logic, no I/O.
+
+vLLM's --gpu-memory-utilization is a fraction of the GPU's TOTAL memory, and at start-up vLLM
+refuses to run unless the free memory covers it. So the plan turns the profile's absolute need
+(`vram_gib`) into that fraction for the GPU that is really there, rounded UP to 0.01 so that
+the model always gets at least what its profile says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shlex
+from dataclasses import dataclass, field
+
+from . import __version__
+from .errors import DoesNotFitError
+from .profiles import Profile
+from .settings import Settings
+
+# vLLM's own CUDA context (~0.4-0.6 GiB) is already allocated when it measures free memory at
+# start-up, and desktops keep some for the display: a plan above this fraction cannot start.
+MAX_UTILIZATION = 0.95
+
+LABEL_MANAGED = "modelctl.managed"
+LABEL_PROFILE = "modelctl.profile"
+LABEL_PLAN_HASH = "modelctl.plan-hash"
+LABEL_VERSION = "modelctl.version"
+LABEL_SERVED_MODEL = "modelctl.served-model"
+LABEL_PORT = "modelctl.port"
+
+HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
+
+
+@dataclass(frozen=True)
+class GpuBudget:
+    """The GPU memory a plan is made for, and where the figure came from."""
+
+    total_gib: float
+    source: str  # e.g. "assumed (MODELCTL_GPU_TOTAL_GIB)" or "NVML: NVIDIA GeForce RTX 4070 Ti"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything the runtime needs to start one model container; the docker SDK is its business."""
+
+    name: str
+    image: str
+    command: list[str]
+    env: dict[str, str]
+    labels: dict[str, str]
+    host_ip: str
+    port: int
+    gpu_device_ids: list[str] | None  # None: all GPUs; []: none
+    hf_cache: str
+    ipc_host: bool = True
+    # Values passed to the container but never printed, hashed or logged (HF_TOKEN).
+    secret_env_names: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: Profile
+    gpu: GpuBudget
+    utilization: float
+    spec: ContainerSpec
+
+    @property
+    def hash(self) -> str:
+        return self.spec.labels[LABEL_PLAN_HASH]
+
+    @property
+    def url(self) -> str:
+        """Base URL of the OpenAI API once the model runs."""
+        return f"http://{_url_host(self.spec.host_ip)}:{self.spec.port}/v1"
+
+    def docker_run_line(self) -> str:
+        """The equivalent `docker run`, for people to read (modelctl never runs a shell)."""
+        s = self.spec
+        argv = ["docker", "run", "-d", "--name", s.name]
+        if s.gpu_device_ids is None:
+            argv += ["--gpus", "all"]
+        elif s.gpu_device_ids:
+            argv += ["--gpus", f'"device={",".join(s.gpu_device_ids)}"']
+        if s.ipc_host:
+            argv += ["--ipc", "host"]
+        argv += ["-p", f"{s.host_ip}:{s.port}:{s.port}", "-v", f"{s.hf_cache}:{HF_CACHE_IN_CONTAINER}"]
+        for key, value in s.env.items():
+            argv += ["-e", f"{key}={value}"]
+        for key in s.secret_env_names:
+            argv += ["-e", key]  # passed through from the environment, value never shown
+        for key, value in s.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        return shlex.join([*argv, s.image, *s.command])
+
+
+def _url_host(host_ip: str) -> str:
+    return "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip
+
+
+def utilization_for(vram_gib: float, total_gib: float) -> float:
+    """vram_gib / total, rounded up to 0.01 (never below what the profile needs)."""
+    # round() first: 4.2/12*100 is 35.00000000000001 in floats, which must stay 0.35.
+    return math.ceil(round(vram_gib / total_gib * 100, 6)) / 100
+
+
+def vllm_command(profile: Profile, utilization: float) -> list[str]:
+    """vLLM's flags: the managed ones first (always --model: old entrypoints ignore a positional)."""
+    return [
+        "--model", profile.model,
+        "--served-model-name", profile.served_name,
+        "--host", "0.0.0.0",
+        "--port", str(profile.port),
+        "--gpu-memory-utilization", f"{utilization:.2f}",
+        "--max-model-len", str(profile.max_model_len),
+        "--max-num-seqs", str(profile.max_num_seqs),
+        *profile.vllm_args,
+    ]  # fmt: skip
+
+
+def fits(profile: Profile, gpu: GpuBudget) -> bool:
+    return utilization_for(profile.vram_gib, gpu.total_gib) <= MAX_UTILIZATION
+
+
+def check_fits(profile: Profile, gpu: GpuBudget, others: list[Profile]) -> None:
+    """Refuse a profile this GPU cannot hold, saying by how much and what would fit."""
+    if fits(profile, gpu):
+        return
+    usable_gib = gpu.total_gib * MAX_UTILIZATION
+    short = profile.vram_gib - usable_gib
+    fitting = sorted((p for p in others if fits(p, gpu)), key=lambda p: -p.vram_gib)
+    alternatives = ", ".join(f"{p.name} ({p.vram_gib:g} GiB)" for p in fitting) or "none of the profiles"
+    raise DoesNotFitError(
+        f"{profile.name} needs {profile.vram_gib:g} GiB but this GPU ({gpu.source}, {gpu.total_gib:g} GiB) "
+        f"gives a model at most {usable_gib:.2f} GiB ({MAX_UTILIZATION:.0%}): {short:.2f} GiB short",
+        hint=f"fits this GPU: {alternatives}; or lower max_model_len / max_num_seqs and vram_gib "
+        "in the profile",
+    )
+
+
+def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
+    utilization = utilization_for(profile.vram_gib, gpu.total_gib)
+    command = vllm_command(profile, utilization)
+    secret_env_names = ("HF_TOKEN",) if settings.hf_token is not None else ()
+    spec_without_labels = {
+        "image": profile.image,
+        "command": command,
+        "env": profile.env,
+        "port": profile.port,
+        "host_ip": settings.host,
+        "gpus": settings.gpu_device_ids,
+        "hf_cache": str(settings.hf_cache),
+        "secret_env": list(secret_env_names),
+    }
+    plan_hash = hashlib.sha256(json.dumps(spec_without_labels, sort_keys=True).encode()).hexdigest()[:16]
+    labels = {
+        LABEL_MANAGED: "true",
+        LABEL_PROFILE: profile.name,
+        LABEL_PLAN_HASH: plan_hash,
+        LABEL_VERSION: __version__,
+        LABEL_SERVED_MODEL: profile.served_name,
+        LABEL_PORT: str(profile.port),
+    }
+    spec = ContainerSpec(
+        name=f"modelctl-{profile.name}",
+        image=profile.image,
+        command=command,
+        env=dict(profile.env),
+        labels=labels,
+        host_ip=settings.host,
+        port=profile.port,
+        gpu_device_ids=settings.gpu_device_ids,
+        hf_cache=str(settings.hf_cache),
+        secret_env_names=secret_env_names,
+    )
+    return Plan(profile=profile, gpu=gpu, utilization=utilization, spec=spec)

@@ -1,0 +1,148 @@
+"""Profiles: one YAML file per model in the profiles directory (DESIGN.md: the profile contract).
+
+Loading validates every file, and every error names the file, the key and what is expected,
+because a typo in a profile must never reach a running container.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from .errors import ProfileError, UnknownProfileError, UsageError
+
+ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]*$", max_length=63)]
+
+# Flags modelctl derives from the profile and the GPU; a profile setting them in vllm_args would
+# silently fight the plan, so they are refused with a pointer to the key that owns them.
+MANAGED_FLAGS = {
+    "--model": "model",
+    "--port": "port",
+    "--host": "MODELCTL_HOST",
+    "--served-model-name": "served_model_name",
+    "--max-model-len": "max_model_len",
+    "--max-num-seqs": "max_num_seqs",
+    "--gpu-memory-utilization": "vram_gib (modelctl computes the utilization from it)",
+}
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: ProfileName
+    model: str = Field(min_length=1)
+    image: str = Field(min_length=1)
+    vram_gib: float = Field(gt=0)
+    max_model_len: int = Field(gt=0)
+    max_num_seqs: int = Field(gt=0)
+    vllm_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    port: int = Field(default=8000, ge=1, le=65535)
+    served_model_name: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    startup_timeout: float | None = Field(default=None, gt=0)
+
+    @field_validator("image")
+    @classmethod
+    def _pinned_image(cls, image: str) -> str:
+        last = image.rsplit("/", 1)[-1]
+        if ":" not in last and "@" not in last:
+            raise ValueError(f"pin a tag, e.g. '{image}:v0.11.1' (an unpinned image changes under you)")
+        return image
+
+    @field_validator("vllm_args")
+    @classmethod
+    def _no_managed_flags(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            flag = arg.split("=", 1)[0]
+            if flag in MANAGED_FLAGS:
+                raise ValueError(f"{flag} is set by modelctl from {MANAGED_FLAGS[flag]}; remove it from vllm_args")
+        return args
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.name
+
+    @property
+    def names(self) -> list[str]:
+        """Every name a client may use for this profile, the canonical one first."""
+        names = [self.name, self.served_name, *self.aliases]
+        return list(dict.fromkeys(names))
+
+
+_EXPECTED = {
+    "string_type": "a string (quote it in YAML)",
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "bool_type": "true or false",
+    "missing": "this key (it is required)",
+    "extra_forbidden": "no such key",
+}
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(Profile.model_fields)
+        return f"unknown key '{key}' (allowed keys: {allowed})"
+    if kind == "missing":
+        return f"missing required key '{key}'"
+    expected = _EXPECTED.get(kind)
+    got = err.get("input")
+    if expected:
+        return f"key '{key}': expected {expected}, got {got!r}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"key '{key}': {message} (got {got!r})"
+
+
+def load_profile(path: Path) -> Profile:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}", hint="fix the YAML syntax") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a mapping of profile keys at the top level, got {type(data).__name__}")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err) for err in exc.errors())
+        raise ProfileError(f"{path}: {problems}", hint="see README 'Profiles' for the keys") from None
+
+
+def load_profiles(directory: Path) -> dict[str, Profile]:
+    """Every profile in `directory`, by name. Any invalid file fails the whole load."""
+    if not directory.is_dir():
+        raise UsageError(
+            f"profiles directory {directory} does not exist",
+            hint="run from the repository root or set MODELCTL_PROFILES_DIR",
+        )
+    profiles: dict[str, Profile] = {}
+    owners: dict[str, Path] = {}  # every client-visible name -> the file that claims it
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        profile = load_profile(path)
+        for name in profile.names:
+            if name in owners:
+                raise ProfileError(
+                    f"{path}: name '{name}' is already used by {owners[name]}",
+                    hint="give each profile a unique name, served_model_name and aliases",
+                )
+            owners[name] = path
+        profiles[profile.name] = profile
+    return profiles
+
+
+def find_profile(profiles: dict[str, Profile], name: str) -> Profile:
+    """The profile a user or client means by `name`: its name, served model name or an alias."""
+    for profile in profiles.values():
+        if name in profile.names:
+            return profile
+    known = ", ".join(sorted(profiles)) or "none"
+    raise UnknownProfileError(f"unknown profile '{name}' (known: {known})", hint="see `modelctl list`")
