@@ -22,10 +22,11 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .controller import Controller, Status, SwitchResult
-from .errors import ModelctlError, NotReadyError
+from .controller import Controller, SwitchResult
+from .report import plan_json, status_json, switch_json
+from .errors import ModelctlError, NotReadyError, UsageError
 from .gpu import gpu_budget
-from .plan import MAX_UTILIZATION, Plan, fits
+from .plan import MAX_UTILIZATION
 from .profiles import Profile, load_profiles
 from .settings import Settings, load_settings
 
@@ -84,28 +85,6 @@ def _context(progress=None) -> tuple[Settings, dict[str, Profile], Controller]:
     return settings, profiles, controller
 
 
-def _plan_json(plan: Plan) -> dict[str, Any]:
-    p = plan.profile
-    return {
-        "profile": p.name,
-        "model": p.model,
-        "image": p.image,
-        "served_model": p.served_name,
-        "vram_gib": p.vram_gib,
-        "max_model_len": p.max_model_len,
-        "max_num_seqs": p.max_num_seqs,
-        "port": p.port,
-        "gpu": {"total_gib": plan.gpu.total_gib, "source": plan.gpu.source},
-        "gpu_memory_utilization": plan.utilization,
-        "fits": fits(p, plan.gpu),
-        "container": plan.spec.name,
-        "url": plan.url,
-        "plan_hash": plan.hash,
-        "command": plan.spec.command,
-        "docker_run": plan.docker_run_line(),
-    }
-
-
 class _ProgressLine:
     """A live line for people: phase, elapsed seconds and the container's last log line."""
 
@@ -148,10 +127,6 @@ def _phases_text(phases: dict[str, float]) -> str:
     return ", ".join(f"{name} {seconds:.2f}s" for name, seconds in phases.items())
 
 
-def _switch_json(result: SwitchResult) -> dict[str, Any]:
-    return asdict(result)
-
-
 # --- commands ------------------------------------------------------------------------------
 
 
@@ -167,13 +142,13 @@ def list_profiles(as_json: JsonOption = False) -> None:
 
         plans = [make_plan(p, gpu, settings) for p in profiles.values()]
         if as_json:
-            _emit([_plan_json(plan) for plan in plans])
+            _emit([plan_json(plan) for plan in plans])
             return
         table = Table(title=f"profiles in {settings.profiles_dir} - GPU {gpu.total_gib:g} GiB, {gpu.source}")
         for column in ("name", "model", "vram GiB", "utilization", "fits", "port", "image"):
             table.add_column(column)
         for plan in plans:
-            data = _plan_json(plan)
+            data = plan_json(plan)
             table.add_row(
                 data["profile"], data["model"], f"{data['vram_gib']:g}", f"{data['gpu_memory_utilization']:.2f}",
                 "yes" if data["fits"] else "[red]no[/red]", str(data["port"]), data["image"],
@@ -194,7 +169,7 @@ def show(name: str, as_json: JsonOption = False) -> None:
         from .profiles import find_profile
 
         plan = make_plan(find_profile(profiles, name), gpu_budget(settings), settings)
-        data = _plan_json(plan)
+        data = plan_json(plan)
         if as_json:
             _emit(data)
             return
@@ -232,7 +207,7 @@ def _do_switch(
     with progress or _nothing():
         result = controller.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback, dry_run=dry_run)
     if as_json:
-        _emit(_switch_json(result))
+        _emit(switch_json(result))
     else:
         verb = {"switched": "switched to", "unchanged": "already running:", "planned": "would switch to"}[result.outcome]
         stopped = f"; stopped {', '.join(result.stopped)}" if result.stopped else ""
@@ -247,22 +222,6 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def status_json(status: Status) -> dict[str, Any]:
-    """The status document of DESIGN.md (contract): active, containers, gpu."""
-    active = status.active
-    return {
-        "active": None if active is None else {
-            "profile": active.profile, "container": active.container, "ready": active.ready,
-            "url": active.url, "served_model": active.served_model,
-        },
-        "containers": [
-            {"name": c.name, "profile": c.profile, "state": c.state, "image": c.image, "id": c.id[:12]}
-            for c in status.containers
-        ],
-        "gpu": {"total_gib": status.gpu.total_gib, "source": status.gpu.source},
-    }  # fmt: skip
 
 
 @app.command()
@@ -318,7 +277,6 @@ def logs(
     """The log of a model container (kept after a failed start, for the post-mortem)."""
 
     def body() -> None:
-        from .errors import UsageError
         from .profiles import find_profile
 
         settings, profiles, controller = _context()
@@ -356,32 +314,33 @@ def run(
     lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for another switch.")] = 600.0,
 ) -> None:
     """Switch to NAME, run CMD with OPENAI_BASE_URL set, and pass its exit code through."""
-    previous: list[str | None] = [None]
 
-    def switch_first() -> None:
+    def body() -> None:
         _, _, controller = _context()
         active = controller.status().active
-        previous[0] = active.profile if active else None
         result = _do_switch(name, timeout, lock_timeout, True, False, False)
-        env = {
-            **os.environ,
-            "OPENAI_BASE_URL": result.url,
-            "OPENAI_API_BASE": result.url,
-            "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "EMPTY"),  # vLLM needs none; clients want one
-            "MODELCTL_MODEL": result.served_model,
-            "OPENAI_MODEL": result.served_model,
-        }
-        try:
-            code = subprocess.call(command, env=env)
-        except FileNotFoundError:
-            from .errors import UsageError
-
-            raise UsageError(f"command not found: {command[0]}") from None
+        code = _call_with_model(command, result)
         if restore:
-            _restore(previous[0], lock_timeout)
+            _restore(active.profile if active else None, lock_timeout)
         raise typer.Exit(code)
 
-    _run(False, switch_first)
+    _run(False, body)
+
+
+def _call_with_model(command: list[str], result: SwitchResult) -> int:
+    """Run CMD (no shell) with the model's URL and name in its environment; its exit code."""
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": result.url,
+        "OPENAI_API_BASE": result.url,
+        "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "EMPTY"),  # vLLM needs none; clients want one
+        "MODELCTL_MODEL": result.served_model,
+        "OPENAI_MODEL": result.served_model,
+    }
+    try:
+        return subprocess.call(command, env=env)
+    except FileNotFoundError:
+        raise UsageError(f"command not found: {command[0]}") from None
 
 
 def _restore(profile: str | None, lock_timeout: float) -> None:

@@ -238,12 +238,49 @@ class Controller:
             self.runtime.stop(running, self.settings.stop_grace)
         return [c.name for c in running]
 
+    def reconcile(self, default_profile: str | None = None, *, lock_timeout_s: float = 600.0) -> list[str]:
+        """Repair what runs after a crash or a kill: keep one healthy modelctl model, stop the rest.
+
+        A modelctl container that answers is adopted; if none answers, the newest one may still be
+        loading (its switch was killed), so it gets its start-up time before it is given up. With
+        nothing left running, `default_profile` is started. Returns the names it stopped.
+        """
+        with switch_lock(self.settings.state_dir, lock_timeout_s):
+            running = self.runtime.vllm_containers()
+            ours = [c for c in running if not c.foreign and c.profile in self.profiles]
+            keep = next((c for c in ours if c.served_model and is_serving(self._url(c), c.served_model)), None)
+            if keep is None and ours:
+                keep = self._wait_adopt(ours[0])  # the engine lists the newest first
+            extra = [c for c in running if c is not keep]
+            self.runtime.stop(extra, self.settings.stop_grace)
+            if keep:
+                self.runtime.set_restart_policy(keep.id, "unless-stopped")
+        if keep is None and default_profile:
+            self.switch(default_profile, lock_timeout_s=lock_timeout_s, rollback=False)
+        return [c.name for c in extra]
+
+    def _wait_adopt(self, candidate: ContainerInfo) -> ContainerInfo | None:
+        profile = self.profiles[candidate.profile or ""]
+        try:
+            wait_until_ready(
+                self._url(candidate),
+                candidate.served_model or profile.served_name,
+                timeout_s=profile.startup_timeout or self.settings.ready_timeout,
+                is_alive=lambda: self.runtime.is_running(candidate.id),
+            )
+        except (ContainerExited, ReadyTimeout):
+            return None
+        return candidate
+
+    def _url(self, container: ContainerInfo) -> str:
+        return f"http://{self.settings.poll_host}:{container.port}/v1"
+
     def status(self) -> Status:
         containers = self.runtime.vllm_containers(include_stopped=True)
         active = next((c for c in containers if c.running and not c.foreign), None)
         model = None
         if active:
-            url = f"http://{self.settings.poll_host}:{active.port}/v1"
+            url = self._url(active)
             model = ActiveModel(
                 profile=active.profile or "",
                 container=active.name,
