@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     hf_cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "huggingface")
     # Default seconds to wait for /v1/models when a profile sets no startup_timeout.
     ready_timeout: float = Field(default=900.0, gt=0)
+    # The service (`modelctl serve`): its listener, its bearer token, the model it keeps up.
+    listen: str = "127.0.0.1:8080"
+    api_token: SecretStr | None = None
+    default_profile: str | None = None
+    # With MODELCTL_URL set, the CLI asks the service at that URL instead of the engine.
+    url: str | None = None
     # Hugging Face token passed to the containers; never printed (SecretStr masks it).
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MODELCTL_HF_TOKEN", "HF_TOKEN"))
 
