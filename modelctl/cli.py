@@ -23,9 +23,10 @@ from rich.text import Text
 
 from . import __version__
 from .controller import Controller, SwitchResult
-from .report import plan_json, status_json, switch_json
+from .report import error_json, gpu_json, plan_json, status_json, switch_json
 from .errors import ModelctlError, NotReadyError, UsageError
-from .gpu import gpu_budget
+from .footprints import read_footprints
+from .gpu import Gpu
 from .plan import MAX_UTILIZATION
 from .profiles import Profile, load_profiles
 from .settings import Settings, load_settings
@@ -47,12 +48,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 def _fail(error: ModelctlError, as_json: bool) -> NoReturn:
     """Render an error once, in the form the caller asked for, and exit with its code."""
     if as_json:
-        body: dict[str, Any] = {"message": error.message, "code": error.exit_code}
-        if error.hint:
-            body["hint"] = error.hint
-        if isinstance(error, NotReadyError) and error.log_tail:
-            body["log_tail"] = error.log_tail
-        print(json.dumps({"error": body}))
+        print(json.dumps(error_json(error)))
     else:
         err.print(Text(f"error: {error.message}", style="bold red"))
         if error.hint:
@@ -81,8 +77,15 @@ def _context(progress=None) -> tuple[Settings, dict[str, Profile], Controller]:
     settings = load_settings()
     profiles = load_profiles(settings.profiles_dir)
     runtime = DockerRuntime()
-    controller = Controller(settings, runtime, profiles, gpu_budget(settings), progress or (lambda p, d: None))
+    controller = Controller(settings, runtime, profiles, Gpu(settings), progress or (lambda p, d: None))
     return settings, profiles, controller
+
+
+def _service():
+    """The service at MODELCTL_URL, when set: switch, status and stop go there, not to the engine."""
+    from .client import service_client
+
+    return service_client(load_settings())
 
 
 class _ProgressLine:
@@ -137,21 +140,21 @@ def list_profiles(as_json: JsonOption = False) -> None:
     def body() -> None:
         settings = load_settings()
         profiles = load_profiles(settings.profiles_dir)
-        gpu = gpu_budget(settings)
+        gpu = Gpu(settings).read().budget(settings)
         from .plan import make_plan
 
         plans = [make_plan(p, gpu, settings) for p in profiles.values()]
         if as_json:
             _emit([plan_json(plan) for plan in plans])
             return
-        table = Table(title=f"profiles in {settings.profiles_dir} - GPU {gpu.total_gib:g} GiB, {gpu.source}")
-        for column in ("name", "model", "vram GiB", "utilization", "fits", "port", "image"):
+        table = Table(title=f"profiles in {settings.profiles_dir} - GPU {gpu.total_gib:.2f} GiB, {gpu.source}")
+        for column in ("name", "model", "tier", "vram GiB", "utilization", "fits", "port"):
             table.add_column(column)
         for plan in plans:
             data = plan_json(plan)
             table.add_row(
-                data["profile"], data["model"], f"{data['vram_gib']:g}", f"{data['gpu_memory_utilization']:.2f}",
-                "yes" if data["fits"] else "[red]no[/red]", str(data["port"]), data["image"],
+                data["profile"], data["model"], f"{data['tier']} GiB" if data["tier"] else "-", f"{data['vram_gib']:g}",
+                f"{data['gpu_memory_utilization']:.2f}", "yes" if data["fits"] else "[red]no[/red]", str(data["port"]),
             )  # fmt: skip
         out.print(table)
 
@@ -168,17 +171,24 @@ def show(name: str, as_json: JsonOption = False) -> None:
         from .plan import make_plan
         from .profiles import find_profile
 
-        plan = make_plan(find_profile(profiles, name), gpu_budget(settings), settings)
-        data = plan_json(plan)
+        plan = make_plan(find_profile(profiles, name), Gpu(settings).read().budget(settings), settings)
+        measured = read_footprints(settings.state_dir).get(plan.profile.name)
+        data = plan_json(plan, measured)
         if as_json:
             _emit(data)
             return
-        for key in ("profile", "model", "image", "served_model", "vram_gib", "max_model_len", "max_num_seqs", "port"):
+        for key in ("profile", "model", "image", "served_model", "port"):
+            out.print(f"{key:<24}{data[key]}", markup=False)
+        out.print(f"{'gpu':<24}{plan.gpu.total_gib:.2f} GiB, {plan.gpu.source}", markup=False)
+        out.print(f"{'sizing':<24}{plan.sizing.reason}", markup=False)
+        for key in ("vram_gib", "max_model_len", "max_num_seqs"):
             out.print(f"{key:<24}{data[key]}")
-        out.print(f"{'gpu':<24}{plan.gpu.total_gib:g} GiB, {plan.gpu.source}")
+        if measured:
+            warn = " [red]- more than vram_gib: raise it[/red]" if measured.exceeds else ""
+            out.print(f"{'measured':<24}{measured.measured_gib:.2f} GiB held once ready{warn}")
         fits = "fits" if data["fits"] else f"[red]does not fit[/red] (max {MAX_UTILIZATION:.2f})"
-        out.print(f"{'gpu_memory_utilization':<24}{plan.utilization:.2f} = {plan.profile.vram_gib:g} / "
-                  f"{plan.gpu.total_gib:g} GiB rounded up - {fits}")  # fmt: skip
+        out.print(f"{'gpu_memory_utilization':<24}{plan.utilization:.2f} = {plan.sizing.vram_gib:g} / "
+                  f"{plan.gpu.total_gib:.2f} GiB rounded up - {fits}")  # fmt: skip
         out.print(f"{'url':<24}{plan.url}")
         out.print("\nequivalent docker run:")
         out.print(data["docker_run"], markup=False, highlight=False)
@@ -202,10 +212,14 @@ def switch(
 def _do_switch(
     name: str, timeout: float | None, lock_timeout: float, rollback: bool, dry_run: bool, as_json: bool
 ) -> SwitchResult:
-    progress = _progress(as_json)
-    _, _, controller = _context(progress)
-    with progress or _nothing():
-        result = controller.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback, dry_run=dry_run)
+    remote = _service()
+    if remote:
+        result = remote.switch(name, timeout=timeout, lock_timeout=lock_timeout, rollback=rollback, dry_run=dry_run)
+    else:
+        progress = _progress(as_json)
+        _, _, controller = _context(progress)
+        with progress or _nothing():
+            result = controller.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback, dry_run=dry_run)
     if as_json:
         _emit(switch_json(result))
     else:
@@ -229,23 +243,67 @@ def status(as_json: JsonOption = False) -> None:
     """What runs now: the active model, whether it answers, and every vLLM container."""
 
     def body() -> None:
-        _, _, controller = _context()
-        data = status_json(controller.status())
+        remote = _service()
+        data = remote.status() if remote else status_json(_context()[2].status())
         if as_json:
             _emit(data)
             return
+        if data.get("switch"):  # only the service knows what is under way
+            op = data["switch"]
+            out.print(f"under way: {op['operation']} {op['target'] or ''} - {op['phase']} since {op['since']}", markup=False)
         active = data["active"]
         if active:
             ready = "[green]ready[/green]" if active["ready"] else "[yellow]not answering[/yellow]"
             out.print(f"active: {active['profile']} ({active['container']}) {ready} at {active['url']}")
         else:
             out.print("active: none")
-        out.print(f"gpu: {data['gpu']['total_gib']:g} GiB, {data['gpu']['source']}")
+        _print_gpu(data["gpu"], brief=True)
+        for profile, measured in data["measured"].items():
+            if measured["exceeds"]:
+                out.print(f"[yellow]warn[/yellow]: {profile} measured {measured['measured_gib']:.2f} GiB, "
+                          f"more than its vram_gib {measured['vram_gib']:g}")  # fmt: skip
         if data["containers"]:
             table = Table("name", "profile", "state", "image")
             for c in data["containers"]:
                 table.add_row(c["name"], c["profile"] or "[dim](foreign)[/dim]", c["state"], c["image"])
             out.print(table)
+
+    _run(as_json, body)
+
+
+def _print_gpu(gpu: dict[str, Any], brief: bool = False) -> None:
+    """The GPU for people: the mode in words first, then devices and who holds memory."""
+    if gpu["mode"] != "nvml":
+        used = gpu["estimated_used_gib"]
+        out.print(f"gpu: no GPU reading ({gpu['reason']}) - degraded mode, planning for "
+                  f"{gpu['total_gib']:g} GiB (MODELCTL_GPU_TOTAL_GIB)", markup=False)  # fmt: skip
+        if used is not None:
+            out.print(f"     used, estimated from the running models' vram_gib: {used:g} GiB")
+        return
+    for d in gpu["devices"]:
+        out.print(f"gpu {d['index']}: {d['name']}, {d['total_gib']:.2f} GiB, {d['used_gib']:.2f} used, "
+                  f"{d['free_gib']:.2f} free (driver {gpu['driver_version']})", markup=False)  # fmt: skip
+    if gpu["processes"] is None:
+        out.print("processes: NVML cannot list them here (WSL2?): memory is reported, its holders are not")
+    elif not brief and gpu["processes"]:
+        table = Table("gpu", "pid", "process", "GiB", "container")
+        for p in gpu["processes"]:
+            used = f"{p['used_gib']:.2f}" if p["used_gib"] is not None else "?"
+            table.add_row(str(p["device"]), str(p["pid"]), p["name"], used, p["container"] or "[dim](host)[/dim]")
+        out.print(table)
+
+
+@app.command()
+def gpu(as_json: JsonOption = False) -> None:
+    """The GPU: size, free memory, driver, and which process or container holds memory."""
+
+    def body() -> None:
+        _, _, controller = _context()
+        data = gpu_json(controller.gpu_report())
+        if as_json:
+            _emit(data)
+        else:
+            _print_gpu(data)
 
     _run(as_json, body)
 
@@ -258,8 +316,8 @@ def stop(
     """Stop every vLLM container, modelctl's and foreign ones."""
 
     def body() -> None:
-        _, _, controller = _context()
-        stopped = controller.stop(lock_timeout_s=lock_timeout)
+        remote = _service()
+        stopped = remote.stop(lock_timeout=lock_timeout) if remote else _context()[2].stop(lock_timeout_s=lock_timeout)
         if as_json:
             _emit({"stopped": stopped})
         else:
@@ -316,12 +374,15 @@ def run(
     """Switch to NAME, run CMD with OPENAI_BASE_URL set, and pass its exit code through."""
 
     def body() -> None:
-        _, _, controller = _context()
-        active = controller.status().active
+        remote = _service()
+        if remote:
+            active = (remote.status()["active"] or {}).get("profile")
+        else:
+            active = getattr(_context()[2].status().active, "profile", None)
         result = _do_switch(name, timeout, lock_timeout, True, False, False)
         code = _call_with_model(command, result)
         if restore:
-            _restore(active.profile if active else None, lock_timeout)
+            _restore(active, lock_timeout)
         raise typer.Exit(code)
 
     _run(False, body)
@@ -345,13 +406,19 @@ def _call_with_model(command: list[str], result: SwitchResult) -> int:
 
 def _restore(profile: str | None, lock_timeout: float) -> None:
     """Put back what ran before `run`: the previous profile, or nothing."""
-    _, _, controller = _context(_progress(False))
+    remote = _service()
     if profile is None:
-        controller.stop(lock_timeout_s=lock_timeout)
+        if remote:
+            remote.stop(lock_timeout=lock_timeout)
+        else:
+            _context()[2].stop(lock_timeout_s=lock_timeout)
         err.print("restored: no model (none ran before)")
+        return
+    if remote:
+        result = remote.switch(profile, timeout=None, lock_timeout=lock_timeout, rollback=True, dry_run=False)
     else:
-        result = controller.switch(profile, lock_timeout_s=lock_timeout)
-        err.print(f"restored {result.profile} in {result.total_s:.2f}s")
+        result = _context(_progress(False))[2].switch(profile, lock_timeout_s=lock_timeout)
+    err.print(f"restored {result.profile} in {result.total_s:.2f}s")
 
 
 @app.command()
@@ -379,6 +446,56 @@ def doctor(as_json: JsonOption = False) -> None:
 def version() -> None:
     """Print modelctl's version."""
     out.print(__version__)
+
+
+@app.command("import-compose")
+def import_compose(
+    file: Annotated[str, typer.Argument(help="A compose file with vLLM services.")],
+    out_dir: Annotated[str | None, typer.Option("--out", help="Where to write (default: MODELCTL_PROFILES_DIR).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace profiles that exist.")] = False,
+    gpu_total_gib: Annotated[float | None, typer.Option(help="GPU size the file was tuned on, for vram_gib "
+                                                        "(default: MODELCTL_GPU_TOTAL_GIB).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write one profile per vLLM service of a compose file, and say what could not be carried over."""
+
+    def body() -> None:
+        from pathlib import Path
+
+        from . import importer
+
+        settings = load_settings()
+        source = Path(file)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+        dotenv = source.parent / ".env"  # what compose would interpolate ${VAR} from, then the shell
+        variables = importer.parse_dotenv(dotenv.read_text(encoding="utf-8")) if dotenv.is_file() else {}
+        result = importer.import_compose(text, gpu_total_gib=gpu_total_gib or settings.gpu_total_gib,
+                                         source=str(source), variables={**variables, **os.environ})  # fmt: skip
+        if not result.imported:
+            raise UsageError(f"{source}: no vLLM service to import", hint="; ".join(importer.result_lines(result, [])) or None)
+        paths = importer.write_profiles(result, Path(out_dir) if out_dir else settings.profiles_dir, force=force)
+        if as_json:
+            _emit(importer.result_json(result, paths))
+        else:
+            for line in importer.result_lines(result, paths):
+                out.print(line, markup=False, highlight=False)
+
+    _run(as_json, body)
+
+
+@app.command()
+def serve() -> None:
+    """Run the service: the HTTP API on MODELCTL_LISTEN (default 127.0.0.1:8080) until stopped."""
+
+    def body() -> None:
+        from .service import serve as run_service
+
+        run_service(load_settings())
+
+    _run(False, body)
 
 
 def main() -> None:

@@ -7,13 +7,16 @@ container runs, whatever failed on the way.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from .diagnosis import diagnose
-from .errors import ModelctlError, NotReadyError
+from .errors import DoesNotFitError, ModelctlError, NotReadyError
+from .footprints import Footprint, read_footprints, record_footprint
+from .gpu import Gpu, GpuDevice, GpuState
 from .lock import switch_lock
 from .plan import GpuBudget, Plan, check_fits, make_plan
 from .profiles import Profile, find_profile
@@ -48,11 +51,37 @@ class ActiveModel:
     url: str
 
 
+@dataclass(frozen=True)
+class GpuHolder:
+    """A process holding GPU memory, and the container it runs in (None: a host process)."""
+
+    device: int
+    pid: int
+    name: str
+    used_gib: float | None
+    container: str | None
+
+    def __str__(self) -> str:
+        amount = f"{self.used_gib:.1f} GiB" if self.used_gib is not None else "an unknown amount"
+        where = f"container {self.container} (pid {self.pid} {self.name})" if self.container else f"pid {self.pid} {self.name}"
+        return f"{amount} held by {where}"
+
+
+@dataclass
+class GpuReport:
+    state: GpuState
+    budget: GpuBudget
+    holders: list[GpuHolder] | None  # None where NVML cannot list processes (WSL2) or is absent
+    # Degraded mode: memory taken by the running modelctl models, by their plans' vram_gib.
+    estimated_used_gib: float | None = None
+
+
 @dataclass
 class Status:
     active: ActiveModel | None
     containers: list[ContainerInfo]
-    gpu: GpuBudget
+    gpu: GpuReport
+    footprints: dict[str, Footprint] = field(default_factory=dict)
 
 
 class _PhaseClock:
@@ -83,7 +112,7 @@ class Controller:
         settings: Settings,
         runtime: DockerRuntime,
         profiles: dict[str, Profile],
-        gpu: GpuBudget,
+        gpu: Gpu,
         progress: Progress = lambda phase, detail: None,
     ) -> None:
         self.settings = settings
@@ -94,11 +123,17 @@ class Controller:
 
     # --- plans ---------------------------------------------------------------------------
 
-    def plan_for(self, name: str) -> Plan:
+    def budget(self) -> GpuBudget:
+        return self.gpu.read().budget(self.settings)
+
+    def plan_for(self, name: str, gpu: GpuBudget | None = None) -> Plan:
         """The plan for a profile on this GPU; refuses (exit 3) one that cannot fit."""
+        gpu = gpu or self.budget()
         profile = find_profile(self.profiles, name)
-        check_fits(profile, self.gpu, [p for p in self.profiles.values() if p is not profile])
-        return make_plan(profile, self.gpu, self.settings)
+        plan = make_plan(profile, gpu, self.settings)
+        others = [make_plan(p, gpu, self.settings) for p in self.profiles.values() if p is not profile]
+        check_fits(plan, others)
+        return plan
 
     # --- the switch ----------------------------------------------------------------------
 
@@ -127,7 +162,7 @@ class Controller:
 
         with ExitStack() as held:
             with clock.phase("lock"):
-                held.enter_context(switch_lock(self.settings.state_dir, lock_timeout_s))
+                held.enter_context(self._locked(lock_timeout_s))
             running = self.runtime.vllm_containers()
             target = next((c for c in running if c.name == plan.spec.name), None)
             others = [c for c in running if c is not target]
@@ -142,6 +177,7 @@ class Controller:
             if not self.runtime.has_image(plan.spec.image):
                 with clock.phase("pull", plan.spec.image):
                     self.runtime.pull(plan.spec.image)  # fails before anything is stopped
+            self._check_room(plan, stopping=running)  # a host process that will not go: refuse now
 
             with clock.phase("stop", ", ".join(c.name for c in running)):
                 self.runtime.stop(running, self.settings.stop_grace)
@@ -149,7 +185,7 @@ class Controller:
 
             try:
                 self._start_and_wait(plan, clock, timeout_s)
-            except NotReadyError as failure:
+            except (NotReadyError, DoesNotFitError) as failure:
                 if rollback:
                     failure.message += self._roll_back(running, exclude=plan.profile.name)
                 raise
@@ -158,8 +194,13 @@ class Controller:
         return result
 
     def _start_and_wait(self, plan: Plan, clock: _PhaseClock, timeout_s: float | None) -> None:
-        """Start the plan's container and wait until it serves; on failure stop it and explain."""
+        """Wait for the memory, start the plan's container and wait until it serves.
+
+        On failure the new container is stopped and the error says why.
+        """
         timeout_s = timeout_s or plan.profile.startup_timeout or self.settings.ready_timeout
+        with clock.phase("release", f"{plan.start_needs_gib:.2f} GiB free needed"):
+            self._wait_for_memory(plan)
         with clock.phase("start", plan.spec.name):
             container = self.runtime.run(plan.spec, self._secret_env())
         last_log_read = 0.0
@@ -185,6 +226,74 @@ class Controller:
             raise self._not_ready(plan, container, exc) from None
         # Only a model that became ready is restarted by the engine: never a crash loop.
         self.runtime.set_restart_policy(container.id, "unless-stopped")
+        self._measure_footprint(plan, container)
+
+    # --- GPU memory ----------------------------------------------------------------------
+
+    def _holders(self, device: GpuDevice) -> list[GpuHolder] | None:
+        if device.processes is None:
+            return None
+        containers = self.runtime.container_pids()
+        return [GpuHolder(device.index, p.pid, p.name, p.used_gib, containers.get(p.pid)) for p in device.processes]
+
+    def _check_room(self, plan: Plan, stopping: list[ContainerInfo]) -> None:
+        """Refuse before stopping anything when memory held outside vLLM leaves too little.
+
+        Only where NVML lists processes: elsewhere (WSL2, no GPU) the release wait decides.
+        """
+        device = self.gpu.read().planning_device
+        holders = self._holders(device) if device else None
+        if device is None or holders is None:
+            return
+        leaving = {c.name for c in stopping}
+        freed_by_stop = sum(h.used_gib or 0 for h in holders if h.container in leaving)
+        if device.free_gib + freed_by_stop >= plan.start_needs_gib:
+            return
+        staying = [h for h in holders if h.container not in leaving]
+        raise DoesNotFitError(
+            f"{plan.profile.name} needs {plan.start_needs_gib:.2f} GiB free to start, but even after "
+            f"stopping the vLLM containers only {device.free_gib + freed_by_stop:.2f} GiB of "
+            f"{device.total_gib:.2f} GiB would be: " + (", ".join(map(str, staying)) or "held outside any process NVML lists"),
+            hint="stop what holds the memory, or switch to a smaller profile (`modelctl list`)",
+        )
+
+    def _wait_for_memory(self, plan: Plan) -> None:
+        """After the stop, wait until the GPU really has the memory vLLM checks for at start-up."""
+        freed, _, state = self.gpu.wait_until_free(plan.start_needs_gib, self.settings.release_timeout)
+        if freed:
+            return
+        device = state.planning_device
+        assert device is not None, "only NVML mode can fail to free"
+        holders = self._holders(device)
+        held = ", ".join(map(str, holders)) if holders else "NVML cannot say by whom here"
+        raise DoesNotFitError(
+            f"GPU memory did not come free within {self.settings.release_timeout:g} s: {plan.profile.name} "
+            f"needs {plan.start_needs_gib:.2f} GiB free, {device.free_gib:.2f} GiB is; {held}",
+            hint="stop what holds the memory (see `modelctl gpu`), or raise MODELCTL_RELEASE_TIMEOUT",
+        )
+
+    def _measure_footprint(self, plan: Plan, container: ContainerInfo) -> None:
+        """Record what the ready model really holds, where NVML can tell by process."""
+        device = self.gpu.read().planning_device
+        holders = self._holders(device) if device else None
+        mine = [h.used_gib for h in holders or [] if h.container == container.name and h.used_gib is not None]
+        if mine:
+            footprint = Footprint(round(sum(mine), 3), plan.sizing.vram_gib, plan.hash, time.time())
+            record_footprint(self.settings.state_dir, plan.profile.name, footprint)
+
+    def gpu_report(self) -> GpuReport:
+        state = self.gpu.read()
+        budget = state.budget(self.settings)
+        device = state.planning_device
+        if device is not None:
+            holders = None
+            if all(d.processes is not None for d in state.devices):
+                holders = [h for d in state.devices for h in self._holders(d) or []]
+            return GpuReport(state, budget, holders)
+        # Degraded: what the running modelctl models were planned to take.
+        running = [c for c in self.runtime.vllm_containers() if c.profile in self.profiles]
+        used = sum(make_plan(self.profiles[c.profile or ""], budget, self.settings).sizing.vram_gib for c in running)
+        return GpuReport(state, budget, None, estimated_used_gib=used)
 
     def _not_ready(self, plan: Plan, container: ContainerInfo, exc: Exception) -> NotReadyError:
         log = self.runtime.logs(container.id, tail=200)
@@ -233,7 +342,7 @@ class Controller:
 
     def stop(self, *, lock_timeout_s: float = 600.0) -> list[str]:
         """Stop every vLLM container (modelctl's and foreign); returns their names."""
-        with switch_lock(self.settings.state_dir, lock_timeout_s):
+        with self._locked(lock_timeout_s):
             running = self.runtime.vllm_containers()
             self.runtime.stop(running, self.settings.stop_grace)
         return [c.name for c in running]
@@ -245,7 +354,7 @@ class Controller:
         loading (its switch was killed), so it gets its start-up time before it is given up. With
         nothing left running, `default_profile` is started. Returns the names it stopped.
         """
-        with switch_lock(self.settings.state_dir, lock_timeout_s):
+        with self._locked(lock_timeout_s):
             running = self.runtime.vllm_containers()
             ours = [c for c in running if not c.foreign and c.profile in self.profiles]
             keep = next((c for c in ours if c.served_model and is_serving(self._url(c), c.served_model)), None)
@@ -255,9 +364,25 @@ class Controller:
             self.runtime.stop(extra, self.settings.stop_grace)
             if keep:
                 self.runtime.set_restart_policy(keep.id, "unless-stopped")
-        if keep is None and default_profile:
-            self.switch(default_profile, lock_timeout_s=lock_timeout_s, rollback=False)
+            elif default_profile:
+                # Still under the lock: released first, a switch from the CLI could slip in and be undone.
+                self.switch(default_profile, lock_timeout_s=lock_timeout_s, rollback=False)
         return [c.name for c in extra]
+
+    _lock_holder: int | None = None  # the thread holding the switch lock through this controller
+
+    @contextmanager
+    def _locked(self, timeout_s: float) -> Iterator[None]:
+        """The switch lock; a call made while this thread holds it (reconcile -> switch) goes on."""
+        if self._lock_holder == threading.get_ident():
+            yield
+            return
+        with switch_lock(self.settings.state_dir, timeout_s):
+            self._lock_holder = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._lock_holder = None
 
     def _wait_adopt(self, candidate: ContainerInfo) -> ContainerInfo | None:
         profile = self.profiles[candidate.profile or ""]
@@ -288,4 +413,9 @@ class Controller:
                 ready=bool(active.served_model) and is_serving(url, active.served_model or ""),
                 url=url,
             )
-        return Status(active=model, containers=containers, gpu=self.gpu)
+        return Status(
+            active=model,
+            containers=containers,
+            gpu=self.gpu_report(),
+            footprints=read_footprints(self.settings.state_dir),
+        )

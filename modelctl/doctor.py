@@ -6,8 +6,8 @@ import socket
 from dataclasses import dataclass
 
 from .errors import ModelctlError
-from .gpu import gpu_budget
-from .plan import MAX_UTILIZATION, check_fits
+from .gpu import Gpu, GpuState
+from .plan import GpuBudget, check_fits, make_plan
 from .profiles import Profile, load_profiles
 from .settings import Settings, load_settings
 
@@ -25,46 +25,58 @@ def run_checks() -> list[Check]:
         settings = load_settings()
     except ModelctlError as exc:
         return [Check("settings", "fail", exc.message, exc.hint or "")]
-    checks = [_engine(), _gpu(settings)]
+    state = Gpu(settings).read()
+    gpu = state.budget(settings)
+    checks = [*_engine(), _nvml(state, settings)]
     try:
         profiles = load_profiles(settings.profiles_dir)
     except ModelctlError as exc:
         return [*checks, Check("profiles", "fail", exc.message, exc.hint or "")]
     checks.append(Check("profiles", "ok", f"{len(profiles)} valid in {settings.profiles_dir}"))
-    checks += [_fits(p, profiles, settings) for p in profiles.values()]
+    checks += [_fits(p, profiles, gpu, settings) for p in profiles.values()]
     checks += _ports(profiles, settings)
     checks.append(_hf_cache(settings))
     return checks
 
 
-def _engine() -> Check:
+def _engine() -> list[Check]:
     from .runtime import DockerRuntime
 
     try:
-        version = DockerRuntime().engine_version()
+        info = DockerRuntime().engine_info()
     except ModelctlError as exc:
-        return Check("docker engine", "fail", exc.message, exc.hint or "")
-    return Check("docker engine", "ok", f"Docker {version}")
+        return [Check("docker engine", "fail", exc.message, exc.hint or "")]
+    checks = [Check("docker engine", "ok", f"Docker {info.version}")]
+    if info.nvidia_runtime or info.cdi:
+        how = "nvidia runtime" if info.nvidia_runtime else "CDI"
+        checks.append(Check("gpu in containers", "ok", f"the engine has the {how}"))
+    else:
+        checks.append(Check(
+            "gpu in containers", "warn", "the engine has neither the nvidia runtime nor CDI",
+            "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`; "
+            "without a GPU, set MODELCTL_GPUS=none",
+        ))  # fmt: skip
+    return checks
 
 
-def _gpu(settings: Settings) -> Check:
-    gpu = gpu_budget(settings)
+def _nvml(state: GpuState, settings: Settings) -> Check:
+    if state.mode == "nvml":
+        names = ", ".join(f"{d.index}: {d.name} {d.total_gib:.2f} GiB" for d in state.devices)
+        listing = "" if all(d.processes is not None for d in state.devices) else "; processes not listable (WSL2?)"
+        return Check("nvml", "ok", f"driver {state.driver_version}, {names}{listing}")
     return Check(
-        "gpu",
-        "warn",
-        f"no GPU reading: planning for {gpu.total_gib:g} GiB, {gpu.source}",
-        "set MODELCTL_GPU_TOTAL_GIB to your card's size",
-    )
+        "nvml", "warn", f"no GPU: {state.reason}; planning for {settings.gpu_total_gib:g} GiB",
+        "set MODELCTL_GPU_TOTAL_GIB to your card's size, or install the NVIDIA driver",
+    )  # fmt: skip
 
 
-def _fits(profile: Profile, profiles: dict[str, Profile], settings: Settings) -> Check:
-    gpu = gpu_budget(settings)
+def _fits(profile: Profile, profiles: dict[str, Profile], gpu: GpuBudget, settings: Settings) -> Check:
+    plan = make_plan(profile, gpu, settings)
     try:
-        check_fits(profile, gpu, [p for p in profiles.values() if p is not profile])
+        check_fits(plan, [make_plan(p, gpu, settings) for p in profiles.values() if p is not profile])
     except ModelctlError as exc:
         return Check(f"profile {profile.name}", "fail", exc.message, exc.hint or "")
-    share = profile.vram_gib / gpu.total_gib
-    return Check(f"profile {profile.name}", "ok", f"{profile.vram_gib:g} GiB = {share:.0%} of the GPU (max {MAX_UTILIZATION:.0%})")
+    return Check(f"profile {profile.name}", "ok", f"utilization {plan.utilization:.2f} ({plan.sizing.reason})")
 
 
 def _ports(profiles: dict[str, Profile], settings: Settings) -> list[Check]:

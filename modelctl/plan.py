@@ -22,6 +22,11 @@ from .settings import Settings
 # vLLM's own CUDA context (~0.4-0.6 GiB) is already allocated when it measures free memory at
 # start-up, and desktops keep some for the display: a plan above this fraction cannot start.
 MAX_UTILIZATION = 0.95
+# So before the start, free memory must cover utilization x total plus that context.
+START_MARGIN_GIB = 0.6
+# Cards report a little under their nominal size (a "12 GB" RTX 4070 Ti shows 11.99 GiB), so
+# tier N applies from N minus this much.
+TIER_TOLERANCE_GIB = 0.5
 
 LABEL_MANAGED = "modelctl.managed"
 LABEL_PROFILE = "modelctl.profile"
@@ -60,11 +65,32 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class Sizing:
+    """The values a plan uses: a tier's, or the profile's own."""
+
+    vram_gib: float
+    max_model_len: int
+    max_num_seqs: int
+    tier_gib: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class Plan:
     profile: Profile
     gpu: GpuBudget
+    sizing: Sizing
     utilization: float
     spec: ContainerSpec
+
+    @property
+    def fits(self) -> bool:
+        return self.utilization <= MAX_UTILIZATION
+
+    @property
+    def start_needs_gib(self) -> float:
+        """Free GPU memory needed before the start for vLLM's start-up check to pass."""
+        return self.utilization * self.gpu.total_gib + START_MARGIN_GIB
 
     @property
     def hash(self) -> str:
@@ -105,7 +131,7 @@ def utilization_for(vram_gib: float, total_gib: float) -> float:
     return math.ceil(round(vram_gib / total_gib * 100, 6)) / 100
 
 
-def vllm_command(profile: Profile, utilization: float) -> list[str]:
+def vllm_command(profile: Profile, sizing: Sizing, utilization: float) -> list[str]:
     """vLLM's flags: the managed ones first (always --model: old entrypoints ignore a positional)."""
     return [
         "--model", profile.model,
@@ -113,35 +139,50 @@ def vllm_command(profile: Profile, utilization: float) -> list[str]:
         "--host", "0.0.0.0",
         "--port", str(profile.port),
         "--gpu-memory-utilization", f"{utilization:.2f}",
-        "--max-model-len", str(profile.max_model_len),
-        "--max-num-seqs", str(profile.max_num_seqs),
+        "--max-model-len", str(sizing.max_model_len),
+        "--max-num-seqs", str(sizing.max_num_seqs),
         *profile.vllm_args,
     ]  # fmt: skip
 
 
-def fits(profile: Profile, gpu: GpuBudget) -> bool:
-    return utilization_for(profile.vram_gib, gpu.total_gib) <= MAX_UTILIZATION
+def choose_sizing(profile: Profile, gpu: GpuBudget) -> Sizing:
+    """The largest tier this GPU can hold, else the profile's own values."""
+    for size, tier in sorted(profile.tiers.items(), reverse=True):
+        if gpu.total_gib >= size - TIER_TOLERANCE_GIB and fits(tier.vram_gib, gpu):
+            return Sizing(
+                tier.vram_gib, tier.max_model_len, tier.max_num_seqs, size,
+                f"tier {size} GiB: the largest of {sorted(profile.tiers)} for a {gpu.total_gib:.2f} GiB GPU",
+            )  # fmt: skip
+    reason = "the profile's own values"
+    if profile.tiers:
+        reason += f" (no tier of {sorted(profile.tiers)} applies to a {gpu.total_gib:.2f} GiB GPU)"
+    return Sizing(profile.vram_gib, profile.max_model_len, profile.max_num_seqs, None, reason)
 
 
-def check_fits(profile: Profile, gpu: GpuBudget, others: list[Profile]) -> None:
-    """Refuse a profile this GPU cannot hold, saying by how much and what would fit."""
-    if fits(profile, gpu):
+def fits(vram_gib: float, gpu: GpuBudget) -> bool:
+    return utilization_for(vram_gib, gpu.total_gib) <= MAX_UTILIZATION
+
+
+def check_fits(plan: Plan, others: list[Plan]) -> None:
+    """Refuse a plan this GPU cannot hold, saying by how much and what would fit."""
+    if plan.fits:
         return
+    gpu, need = plan.gpu, plan.sizing.vram_gib
     usable_gib = gpu.total_gib * MAX_UTILIZATION
-    short = profile.vram_gib - usable_gib
-    fitting = sorted((p for p in others if fits(p, gpu)), key=lambda p: -p.vram_gib)
-    alternatives = ", ".join(f"{p.name} ({p.vram_gib:g} GiB)" for p in fitting) or "none of the profiles"
+    fitting = sorted((p for p in others if p.fits), key=lambda p: -p.sizing.vram_gib)
+    alternatives = ", ".join(f"{p.profile.name} ({p.sizing.vram_gib:g} GiB)" for p in fitting) or "none of the profiles"
     raise DoesNotFitError(
-        f"{profile.name} needs {profile.vram_gib:g} GiB but this GPU ({gpu.source}, {gpu.total_gib:g} GiB) "
-        f"gives a model at most {usable_gib:.2f} GiB ({MAX_UTILIZATION:.0%}): {short:.2f} GiB short",
+        f"{plan.profile.name} needs {need:g} GiB but this GPU ({gpu.source}, {gpu.total_gib:.2f} GiB) "
+        f"gives a model at most {usable_gib:.2f} GiB ({MAX_UTILIZATION:.0%}): {need - usable_gib:.2f} GiB short",
         hint=f"fits this GPU: {alternatives}; or lower max_model_len / max_num_seqs and vram_gib "
-        "in the profile",
+        "in the profile (or add a tier for this GPU size)",
     )
 
 
 def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
-    utilization = utilization_for(profile.vram_gib, gpu.total_gib)
-    command = vllm_command(profile, utilization)
+    sizing = choose_sizing(profile, gpu)
+    utilization = utilization_for(sizing.vram_gib, gpu.total_gib)
+    command = vllm_command(profile, sizing, utilization)
     secret_env_names = ("HF_TOKEN",) if settings.hf_token is not None else ()
     spec_without_labels = {
         "image": profile.image,
@@ -174,4 +215,4 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         hf_cache=str(settings.hf_cache),
         secret_env_names=secret_env_names,
     )
-    return Plan(profile=profile, gpu=gpu, utilization=utilization, spec=spec)
+    return Plan(profile=profile, gpu=gpu, sizing=sizing, utilization=utilization, spec=spec)

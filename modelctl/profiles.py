@@ -29,6 +29,16 @@ MANAGED_FLAGS = {
 }
 
 
+class Tier(BaseModel):
+    """Tuned values for GPUs of at least this size (the key of `tiers`, in GiB)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    vram_gib: float = Field(gt=0)
+    max_model_len: int = Field(gt=0)
+    max_num_seqs: int = Field(gt=0)
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -44,6 +54,8 @@ class Profile(BaseModel):
     served_model_name: str | None = None
     aliases: list[str] = Field(default_factory=list)
     startup_timeout: float | None = Field(default=None, gt=0)
+    # GPU size in GiB -> tuned values; the plan takes the largest tier the GPU can hold.
+    tiers: dict[int, Tier] = Field(default_factory=dict)
 
     @field_validator("image")
     @classmethod
@@ -86,6 +98,9 @@ _EXPECTED = {
 
 
 def _describe(err: dict) -> str:
+    if "[key]" in err["loc"]:  # a mapping key of the wrong type, e.g. tiers: {16GB: ...}
+        key = ".".join(str(part) for part in err["loc"] if part != "[key]")
+        return f"key '{key}': expected a whole number of GiB as the tier's key, got {err.get('input')!r}"
     key = ".".join(str(part) for part in err["loc"]) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":

@@ -33,6 +33,13 @@ VLLM_COMMAND_MARKERS = ("vllm serve", "vllm.entrypoints.openai")
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    version: str
+    nvidia_runtime: bool
+    cdi: bool  # Container Device Interface specs configured (Docker >= 25)
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     id: str
     name: str
@@ -86,8 +93,13 @@ class DockerRuntime:
 
     # --- reading -------------------------------------------------------------------------
 
-    def engine_version(self) -> str:
-        return self._client.version().get("Version", "unknown")
+    def engine_info(self) -> EngineInfo:
+        info = self._client.info()
+        return EngineInfo(
+            version=info.get("ServerVersion", "unknown"),
+            nvidia_runtime="nvidia" in (info.get("Runtimes") or {}),
+            cdi=bool(info.get("CDISpecDirs")),
+        )
 
     def vllm_containers(self, *, include_stopped: bool = False) -> list[ContainerInfo]:
         """Every vLLM server container on the engine; one list call, no per-container inspect."""
@@ -130,6 +142,20 @@ class DockerRuntime:
             return self._api.inspect_container(container_id)["State"].get("ExitCode")
         except docker.errors.NotFound:
             return None
+
+    def container_pids(self) -> dict[int, str]:
+        """Host pid -> name of the running container it belongs to (any container, not only vLLM)."""
+        pids: dict[int, str] = {}
+        for row in self._api.containers():
+            name = (row.get("Names") or ["/?"])[0].lstrip("/")
+            try:
+                top = self._api.top(row["Id"])
+            except docker.errors.APIError:
+                continue  # it stopped meanwhile
+            column = top["Titles"].index("PID")
+            for process in top.get("Processes") or []:
+                pids[int(process[column])] = name
+        return pids
 
     def logs(self, container_id: str, tail: int | str = 200) -> str:
         try:

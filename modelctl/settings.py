@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     stop_grace: int = Field(default=10, ge=0)
     # Host directory mounted as the containers' Hugging Face cache.
     hf_cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "huggingface")
+    # Seconds to wait, after the stop, until the GPU has the memory the next model needs.
+    release_timeout: float = Field(default=60.0, gt=0)
     # Default seconds to wait for /v1/models when a profile sets no startup_timeout.
     ready_timeout: float = Field(default=900.0, gt=0)
     # The service (`modelctl serve`): its listener, its bearer token, the model it keeps up.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from modelctl.errors import DoesNotFitError
-from modelctl.plan import GpuBudget, check_fits, make_plan, utilization_for
-from modelctl.profiles import Profile
+from modelctl.plan import START_MARGIN_GIB, GpuBudget, check_fits, make_plan, utilization_for
+from modelctl.profiles import Profile, Tier
 from modelctl.settings import Settings
 
 
@@ -59,10 +59,14 @@ def test_token_is_passed_by_name_never_shown(monkeypatch):
     assert "-e HF_TOKEN " in plan.docker_run_line() and "--gpus all" in plan.docker_run_line()
 
 
+def plan(p: Profile, gpu: GpuBudget = GPU12):
+    return make_plan(p, gpu, Settings(gpus="none"))
+
+
 def test_too_big_is_refused_with_how_much_and_what_fits():
     big, small = profile("big", vram_gib=14.0), profile("small", vram_gib=4.2)
     with pytest.raises(DoesNotFitError) as caught:
-        check_fits(big, GPU12, [small])
+        check_fits(plan(big), [plan(small)])
     error = caught.value
     assert error.exit_code == 3
     assert "big needs 14 GiB" in error.message and "2.60 GiB short" in error.message
@@ -70,4 +74,39 @@ def test_too_big_is_refused_with_how_much_and_what_fits():
 
 
 def test_just_below_the_cap_fits():
-    check_fits(profile(vram_gib=11.4), GPU12, [])  # 0.95 x 12 = 11.4
+    check_fits(plan(profile(vram_gib=11.4)), [])  # 0.95 x 12 = 11.4
+
+
+def test_start_needs_the_utilization_plus_vllms_own_context():
+    assert plan(profile(vram_gib=4.2)).start_needs_gib == pytest.approx(0.35 * 12 + START_MARGIN_GIB)
+
+
+TIERS = {
+    12: Tier(vram_gib=8.5, max_model_len=12288, max_num_seqs=2),
+    16: Tier(vram_gib=11.0, max_model_len=16384, max_num_seqs=4),
+    24: Tier(vram_gib=16.0, max_model_len=32768, max_num_seqs=8),
+}
+
+
+@pytest.mark.parametrize(
+    ("total", "tier", "max_model_len"),
+    [
+        (11.99, 12, 12288),  # a "12 GB" card reports a little under 12 GiB
+        (15.99, 16, 16384),
+        (23.99, 24, 32768),
+        (79.6, 24, 32768),  # the largest tier on a bigger card
+        (8.0, None, 4096),  # below every tier: the profile's own values
+    ],
+)
+def test_plan_takes_the_largest_tier_the_gpu_holds(total, tier, max_model_len):
+    chosen = plan(profile(vram_gib=6.0, tiers=TIERS), GpuBudget(total_gib=total, source="test"))
+    assert chosen.sizing.tier_gib == tier
+    assert chosen.sizing.max_model_len == max_model_len
+    assert f"--max-model-len {max_model_len}" in " ".join(chosen.spec.command)
+    assert (str(tier) in chosen.sizing.reason) if tier else "no tier of [12, 16, 24] applies" in chosen.sizing.reason
+
+
+def test_a_tier_that_does_not_fit_its_size_is_skipped():
+    greedy = {16: Tier(vram_gib=15.5, max_model_len=8192, max_num_seqs=2)}  # 15.5 / 15.99 > 0.95
+    chosen = plan(profile(vram_gib=6.0, tiers=greedy), GpuBudget(total_gib=15.99, source="test"))
+    assert chosen.sizing.tier_gib is None and chosen.sizing.vram_gib == 6.0

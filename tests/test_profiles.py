@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from modelctl.errors import ProfileError, UnknownProfileError, UsageError
-from modelctl.plan import GpuBudget, check_fits
+from modelctl.plan import GpuBudget, check_fits, make_plan
+from modelctl.settings import Settings
 from modelctl.profiles import find_profile, load_profiles
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +119,16 @@ def test_find_by_alias_and_served_name(tmp_path):
 def test_shipped_profiles_load_and_fit_a_12_gib_card():
     profiles = load_profiles(REPO / "profiles")
     assert {"dots-ocr", "deepseek-ocr", "qwen3-vl-2b", "qwen2-vl-2b"} <= set(profiles)
-    gpu = GpuBudget(total_gib=12.0, source="test")
-    for profile in profiles.values():
-        check_fits(profile, gpu, [])
-        assert profile.port == 8000, "the shipped profiles share one URL"
+    for total in (11.99, 15.99, 23.99):
+        gpu = GpuBudget(total_gib=total, source="test")
+        for profile in profiles.values():
+            check_fits(make_plan(profile, gpu, Settings(gpus="none")), [])
+            assert profile.port == 8000, "the shipped profiles share one URL"
+            assert {12, 16, 24} <= set(profile.tiers), f"{profile.name}: tiers for 12, 16 and 24 GiB cards"
+
+
+def test_tier_keys_and_values_are_checked(tmp_path):
+    message = load_error(tmp_path, VALID + "tiers:\n  16: {vram_gib: 9.0, max_model_len: 8192}\n")
+    assert "tiers.16.max_num_seqs" in message
+    message = load_error(tmp_path, VALID + "tiers:\n  16GB: {vram_gib: 9.0, max_model_len: 8192, max_num_seqs: 2}\n")
+    assert "key 'tiers.16GB'" in message
