@@ -94,9 +94,21 @@ def _ports(profiles: dict[str, Profile], settings: Settings) -> list[Check]:
 
 
 def _hf_cache(settings: Settings) -> Check:
+    cache = str(settings.hf_cache)
+    if "/" not in cache:  # a Docker volume name (the Compose deployment's modelctl-hf-cache)
+        from .runtime import DockerRuntime
+
+        try:
+            exists = DockerRuntime().volume_exists(cache)
+        except ModelctlError as exc:
+            return Check("hf cache", "warn", f"volume {cache}: {exc.message}")
+        if exists:
+            return Check("hf cache", "ok", f"Docker volume {cache}")
+        return Check("hf cache", "warn", f"Docker volume {cache} does not exist: every model downloads at its first start",
+                     "`docker volume create` it, or `up` the Compose deployment once")  # fmt: skip
     if settings.hf_cache.is_dir():
-        return Check("hf cache", "ok", str(settings.hf_cache))
+        return Check("hf cache", "ok", cache)
     return Check(
-        "hf cache", "warn", f"{settings.hf_cache} does not exist: every model downloads at its first start",
-        "create it, or set MODELCTL_HF_CACHE to your Hugging Face cache",
-    )
+        "hf cache", "warn", f"{cache} does not exist: every model downloads at its first start",
+        "create it, or set MODELCTL_HF_CACHE to your Hugging Face cache (a directory or a Docker volume)",
+    )  # fmt: skip

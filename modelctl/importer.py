@@ -84,7 +84,11 @@ DROP_REASONS = {
     "profiles": "modelctl starts a profile with `modelctl switch NAME`",
 }
 
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|ACCESS_?KEY|CREDENTIAL|PRIVATE|AUTH", re.IGNORECASE)
+# A credential's name: HF_TOKEN, WANDB_API_KEY, --api-key, --hf-token; not MAX_TOKENS or --tokenizer.
+SECRET_NAME = re.compile(
+    r"(^|[_-])(TOKEN|SECRET|PASSWORD|PASSWD|API[_-]?KEY|ACCESS[_-]?KEY|CREDENTIALS?|PRIVATE[_-]?KEY|AUTH)([_-]|$)",
+    re.IGNORECASE,
+)
 SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,})$")
 # Environment that selects GPUs for the container runtime: modelctl's MODELCTL_GPUS does that.
 RUNTIME_ENV = {"NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
@@ -184,6 +188,7 @@ class _ServiceReader:
         self.variables = variables
         self.result = result
         self.assumptions: list[str] = []
+        self.inline_env: list[str] = []
         self.image = self._text(spec.get("image") or "", "image")
         self.argv = self._argv()
 
@@ -230,7 +235,8 @@ class _ServiceReader:
             return []
 
     def _argv(self) -> list[str]:
-        return [*self._tokens(self.spec.get("entrypoint"), "entrypoint"), *self._tokens(self.spec.get("command"), "command")]
+        return [*self._tokens(self.spec.get("entrypoint"), "entrypoint"),
+                *self._tokens(self.spec.get("command"), "command")]  # fmt: skip
 
     def is_vllm(self) -> bool:
         return is_vllm_service(self.image, self.argv)
@@ -247,7 +253,7 @@ class _ServiceReader:
         if model_flag and flags.positional_model and model_flag != flags.positional_model:
             self.drop(f"--model {model_flag}", f"the positional model {flags.positional_model} is what vLLM serves")
         if not model:
-            self.result.skipped.append(Dropped(self.service, "service", "no model: neither --model nor `vllm serve MODEL`"))
+            self.result.skipped.append(Dropped(self.service, "service", "no model (--model or `vllm serve MODEL`)"))
             return None
         image = self.image
         if not image:
@@ -266,8 +272,10 @@ class _ServiceReader:
         container_port = self._whole(flags.take("--port"), "--port", VLLM_DEFAULT_PORT, None)
         if flags.take("--host") is not None:
             self.drop("--host", "modelctl sets it (the server listens on 0.0.0.0 inside; published on MODELCTL_HOST)")
-        for token in flags.positionals:
+        for token in _redact(flags.positionals):
             self.drop(f"argument {token!r}", "not a flag vLLM's server takes here")
+        for flag in flags.take_secrets():
+            self.drop(flag, "looks like a secret: never copied into a profile")
 
         name = profile_name(self.service)
         base, n = name, 2
@@ -316,15 +324,20 @@ class _ServiceReader:
             break
         for i, token in enumerate(argv):
             if Path(token).name == "vllm" and argv[i + 1 : i + 2] == ["serve"]:
-                rest = argv[i + 2 :]
-                return rest
+                self._inline_env(argv[:i])
+                return argv[i + 2 :]
             if token.startswith("vllm.entrypoints.openai"):
+                self._inline_env(argv[:i])
                 return argv[i + 1 :]
         if self.image and is_vllm_service(self.image, []):
             # The image's entrypoint is the server: `command` holds its arguments.
             return argv
         self.result.skipped.append(Dropped(self.service, "command", "no `vllm serve` or api_server in it"))
         return None
+
+    def _inline_env(self, words: list[str]) -> None:
+        """`VAR=value vllm serve ...`: the assignments are the server's environment too."""
+        self.inline_env = [w for w in words if re.match(r"[A-Za-z_][A-Za-z0-9_]*=", w)]
 
     def _script_step(self, script: str) -> list[str]:
         lexer = shlex.shlex(script, posix=True, punctuation_chars=";&|")
@@ -344,8 +357,8 @@ class _ServiceReader:
         chosen = next((s for s in steps if any(m in " ".join(s) for m in VLLM_COMMAND_MARKERS)), [])
         for step in steps:
             if step is not chosen:
-                words = [w for w in step if w != "exec"]
-                self.drop(f"shell step {shlex.join(words)!r}", "modelctl runs vLLM only; bake other steps into the image")
+                words = _redact([w for w in step if w != "exec"])
+                self.drop(f"shell step {' '.join(words)!r}", "modelctl runs vLLM only; bake other steps into the image")
         return [w for w in chosen if w != "exec"]
 
     def _whole(self, value: str | None, flag: str, default: int, why_default: str | None) -> int:
@@ -368,12 +381,15 @@ class _ServiceReader:
                 if not 0 < utilization <= 1:
                     raise ValueError
             except ValueError:
-                self.drop(f"--gpu-memory-utilization {value}", f"not a fraction in (0, 1]; assumed vLLM's {VLLM_DEFAULT_UTILIZATION}")
+                self.drop(f"--gpu-memory-utilization {value}",
+                          f"not a fraction in (0, 1]; assumed vLLM's {VLLM_DEFAULT_UTILIZATION}")  # fmt: skip
                 utilization = VLLM_DEFAULT_UTILIZATION
         # Round DOWN to 0.1 GiB: modelctl rounds the utilization back UP, so the plan never asks
         # for more than the compose file did.
         vram = math.floor(round(utilization * total * 10, 6)) / 10
-        source = f"--gpu-memory-utilization {utilization:g}" if value is not None else f"vLLM's default utilization {utilization:g}"
+        source = f"vLLM's default utilization {utilization:g}"
+        if value is not None:
+            source = f"--gpu-memory-utilization {utilization:g}"
         self.assumptions.append(
             f"vram_gib {vram:g} is an ESTIMATE: {source} x {total:g} GiB assumed GPU total (--gpu-total-gib); "
             "measure it and set what the model needs"
@@ -391,9 +407,10 @@ class _ServiceReader:
                 pairs.append((key, value if sep else None))
         elif raw is not None:
             self.drop("environment", "neither a list nor a mapping")
+        pairs += [(key, value) for key, _, value in (w.partition("=") for w in self.inline_env)]
         env: dict[str, str] = {}
         for key, value in pairs:
-            if key in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") or SECRET_NAME.search(key):
+            if SECRET_NAME.search(key):
                 self.drop(f"environment {key}", "looks like a secret: never copied into a profile "
                           "(modelctl passes HF_TOKEN / MODELCTL_HF_TOKEN from its own environment)")  # fmt: skip
                 continue
@@ -506,9 +523,32 @@ class _Flags:
             self.reader.drop(f"{flag} {found[0]}", f"given again later as {found[-1]}; the last one counts")
         return found[-1] if found else None
 
+    def take_secrets(self) -> list[str]:
+        """Remove flags that carry a credential (--api-key, --hf-token, a token-shaped value)."""
+        secret = [(f, v, t) for f, v, t in self.items
+                  if SECRET_NAME.search(f.lstrip("-")) or (v is not None and SECRET_VALUE.match(v))]  # fmt: skip
+        self.items = [item for item in self.items if item not in secret]
+        return [flag for flag, _, _ in secret]
+
     @property
     def rest(self) -> list[str]:
         return [token for _, _, tokens in self.items for token in tokens]
+
+
+def _redact(words: list[str]) -> list[str]:
+    """Words for a report: credentials (a token-shaped word, KEY=VALUE or the value after a
+    secret-named flag) shown as ***."""
+    shown: list[str] = []
+    for word in words:
+        name, sep, value = word.partition("=")
+        after_secret_flag = bool(shown) and shown[-1].startswith("-") and SECRET_NAME.search(shown[-1].lstrip("-"))
+        if SECRET_VALUE.match(word) or after_secret_flag:
+            shown.append("***")
+        elif sep and (SECRET_NAME.search(name.lstrip("-")) or SECRET_VALUE.match(value)):
+            shown.append(f"{name}=***")
+        else:
+            shown.append(word)
+    return shown
 
 
 def _is_flag(token: str) -> bool:
@@ -621,7 +661,7 @@ def write_profiles(result: ImportResult, out_dir: Path, *, force: bool) -> list[
         raise UsageError(f"would overwrite {names}", hint="pass --force to replace, or --out another directory")
     _check_names(result, out_dir, set(paths) | {p.with_suffix(".yml") for p in paths})
     out_dir.mkdir(parents=True, exist_ok=True)
-    for item, path in zip(result.imported, paths):
+    for item, path in zip(result.imported, paths, strict=True):
         partial = path.with_name(f".{path.name}.partial")
         partial.write_text(render_profile(item, result), encoding="utf-8")
         partial.replace(path)
@@ -661,7 +701,7 @@ def result_json(result: ImportResult, paths: list[Path]) -> dict[str, Any]:
         "written": [
             {"service": item.service, "profile": item.profile.name, "file": str(path),
              "vram_gib": item.profile.vram_gib, "assumptions": item.assumptions}
-            for item, path in zip(result.imported, paths)
+            for item, path in zip(result.imported, paths, strict=True)
         ],  # fmt: skip
         "dropped": [{"service": d.service, "what": d.what, "why": d.why} for d in result.dropped],
         "skipped": [{"service": d.service, "why": d.why} for d in result.skipped],
@@ -672,7 +712,7 @@ def result_json(result: ImportResult, paths: list[Path]) -> dict[str, Any]:
 def result_lines(result: ImportResult, paths: list[Path]) -> list[str]:
     """The report for people: what was written, what to check, what was left behind."""
     lines = []
-    for item, path in zip(result.imported, paths):
+    for item, path in zip(result.imported, paths, strict=True):
         lines.append(f"wrote {path} from service '{item.service}' (vram_gib {item.profile.vram_gib:g}, estimated)")
         lines += [f"  check: {line}" for line in item.assumptions]
         lines += [f"  not carried over: {d.what}: {d.why}" for d in result.dropped_for(item.service)]

@@ -24,7 +24,7 @@ def switch_lock(state_dir: Path, timeout_s: float) -> Iterator[None]:
     """Hold the exclusive switch lock, waiting at most `timeout_s` for another holder."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(path)
     try:
         try:
             for attempt in Retrying(
@@ -42,11 +42,31 @@ def switch_lock(state_dir: Path, timeout_s: float) -> Iterator[None]:
                 hint="wait for it to finish, or raise --lock-timeout",
             ) from None
         # Who holds it, for the message above; the kernel lock itself is what counts.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # opened read-only (another user's file): the lock holds all the same
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _open(path: Path) -> int:
+    """The lock file, shared by users: the root-run service and a user's CLI take the same lock.
+
+    Created group- and world-writable; a file another user made read-only for us is opened
+    read-only, which flock() accepts just the same.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, 0o666)  # past the umask, so the next user can write the holder's pid
+    except PermissionError:
+        pass  # not ours to change
+    return fd
 
 
 def _read_holder(fd: int) -> str:

@@ -173,6 +173,13 @@ class DockerRuntime:
         lines = [line for line in self.logs(container_id, tail=5).splitlines() if line.strip()]
         return lines[-1].strip() if lines else ""
 
+    def volume_exists(self, name: str) -> bool:
+        try:
+            self._api.inspect_volume(name)
+            return True
+        except docker.errors.NotFound:
+            return False
+
     # --- images --------------------------------------------------------------------------
 
     def has_image(self, image: str) -> bool:

@@ -6,8 +6,10 @@
 ENGINE_DIR=${MODELCTL_ENGINE_DIR:-/tmp/modelctl-engine}
 ENGINE_SOCK="$ENGINE_DIR/docker.sock"
 
+# ensure_packages [--with-debootstrap]: the compose tests also make a Debian root for the image.
 ensure_packages() {
   local need=()
+  [ "${1:-}" = --with-debootstrap ] && ! command -v debootstrap >/dev/null 2>&1 && need+=(debootstrap)
   command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
   if ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
     need+=(busybox-static)
@@ -53,13 +55,16 @@ start_engine() {
 }
 
 stop_engine() {
-  local pid
+  local pid i
   pid=$(cat "$ENGINE_DIR/dockerd.pid" 2>/dev/null) || return 0
-  kill "$pid" 2>/dev/null || return 0
-  local i
-  for i in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -9 "$pid" 2>/dev/null || true
+  if kill "$pid" 2>/dev/null; then
+    for i in $(seq 1 150); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  # dockerd leaves the host network namespace mounted once a container used network_mode: host
+  # (the compose tests): unmount it, or removing the engine directory fails.
+  umount "$ENGINE_DIR/exec/netns/default" 2>/dev/null || true
 }

@@ -71,7 +71,10 @@ services:
       VLLM_WORKER_MULTIPROC_METHOD: spawn
       OMP_NUM_THREADS: 4
     entrypoint: ["/bin/bash", "-c"]
-    command: ["pip install -q qwen-vl-utils && vllm serve Qwen/Qwen3-VL-2B-Instruct --max-model-len 8192 --max-num-seqs 4 --gpu-memory-utilization 0.37 --limit-mm-per-prompt.video 0 --port 8000 --host 0.0.0.0"]
+    command:
+      - "pip install -q qwen-vl-utils && vllm serve Qwen/Qwen3-VL-2B-Instruct
+        --max-model-len 8192 --max-num-seqs 4 --gpu-memory-utilization 0.37
+        --limit-mm-per-prompt.video 0 --port 8000 --host 0.0.0.0"
     networks: [ocr]
 
   deepseek_ocr:
@@ -292,7 +295,8 @@ services:
 """,
         gpu_total_gib=16,
     )
-    assert [(i.service, i.profile.model) for i in result.imported] == [("by-image", "m1"), ("by-serve", "m2"), ("by-module", "m3")]
+    found = [(i.service, i.profile.model) for i in result.imported]
+    assert found == [("by-image", "m1"), ("by-serve", "m2"), ("by-module", "m3")]
     assert result.ignored == ["other"]
     assert result.imported[1].profile.max_model_len == 4000  # vLLM's 4k; 4K would be 4096
     # No utilization in the file: vLLM's default 0.9 of the assumed 16 GiB, said to be an estimate.
@@ -351,6 +355,30 @@ def test_variables_resolve_as_compose_would() -> None:
 
     _, result = one(compose.replace("${MODEL}", "org/${MISSING}"))
     assert any(d.what == "${MISSING} in command" for d in result.dropped)
+
+
+def test_credentials_in_flags_never_reach_a_profile() -> None:
+    item, result = one(
+        "services:\n  m:\n    image: vllm/vllm-openai:v0.11.1\n"
+        "    command: --model org/m --api-key ${VLLM_API_KEY} --hf-token=" + HF_SECRET + " --max-num-batched-tokens 8192"
+        " --tokenizer org/tok --served-model-name m\n    environment: [MAX_TOKENS=512]\n",
+        variables={"VLLM_API_KEY": "sk-local-0123456789abcdef"},
+    )
+    assert item.profile.vllm_args == ["--max-num-batched-tokens", "8192", "--tokenizer", "org/tok"]
+    assert item.profile.env == {"MAX_TOKENS": "512"}
+    assert {d.what for d in result.dropped} >= {"--api-key", "--hf-token"}
+    text = render_profile(item, result)
+    assert "sk-local" not in text and HF_SECRET not in text
+
+    # Nor into the report of a shell step that was left out.
+    _, result = one(
+        "services:\n  m:\n    image: my/cuda:12\n    entrypoint: [sh, -c]\n"
+        f"    command: ['huggingface-cli login --token {HF_SECRET} && HF_TOKEN=x2 VLLM_USE_V1=1 exec vllm serve org/m']\n"
+    )
+    steps = [d.what for d in result.dropped if d.what.startswith("shell step")]
+    assert steps == ["shell step 'huggingface-cli login --token ***'"]
+    assert result.imported[0].profile.env == {"VLLM_USE_V1": "1"}  # set on the command line
+    assert "environment HF_TOKEN" in [d.what for d in result.dropped]
 
 
 def test_served_model_names_become_served_name_and_aliases() -> None:
