@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__
-from .controller import Controller
+from .controller import Controller, SwitchResult
 from .errors import (
     DoesNotFitError,
     EngineUnreachableError,
@@ -46,8 +46,11 @@ from .errors import (
     UsageError,
 )
 from .gpu import Gpu
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
 from .plan import make_plan
 from .profiles import load_profiles
+from .proxy import Proxy, openai_error_response
 from .report import error_json, plan_json, status_json, switch_json
 from .runtime import DockerRuntime
 from .settings import Settings
@@ -184,10 +187,14 @@ class Service:
         self.settings = settings
         self.worker = SerialWorker()
         self.current: Operation | None = None
+        # Bumped when an operation begins on the worker: the proxy's "what runs" is stale once it moves.
+        self.generation = 0
+        self.metrics = Metrics()
         # One engine connection for the worker, one for the reads that run beside it.
         self._worker_runtime = DockerRuntime()
         self._read_runtime = DockerRuntime()
         self._token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+        self.proxy = Proxy(self)
         self.app = Starlette(
             routes=[
                 Route("/health", self.health, methods=["GET"]),
@@ -195,6 +202,8 @@ class Service:
                 Route("/api/profiles", self._guarded(self.profiles), methods=["GET"]),
                 Route("/api/switch/{name}", self._guarded(self.switch), methods=["POST"]),
                 Route("/api/stop", self._guarded(self.stop), methods=["POST"]),
+                Route("/metrics", self._guarded(self.metrics_page), methods=["GET"]),
+                *self.proxy.routes(self._guarded),
             ],
             exception_handlers={Exception: self.error_response, HTTPException: self.error_response,
                                 ModelctlError: self.error_response},  # fmt: skip
@@ -245,6 +254,8 @@ class Service:
             headers["Retry-After"] = str(RETRY_AFTER_S)
         if isinstance(error, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
+        if request.url.path.startswith("/v1/") or request.url.path == "/v1":
+            return openai_error_response(error, status, headers)  # OpenAI's error shape for OpenAI clients
         return JSONResponse(error_json(error), status_code=status, headers=headers)
 
     async def _in_worker(self, op: Operation, work: Callable[[Controller], T]) -> T:
@@ -263,6 +274,7 @@ class Service:
     def _run_operation(self, op: Operation, work: Callable[[Controller], T]) -> T:
         op.begin()
         self.current = op
+        self.generation += 1
         try:
             return work(self._controller(self._worker_runtime, op.progress))
         finally:
@@ -300,6 +312,7 @@ class Service:
                  "required" if self._token else "not set")  # fmt: skip
         self.reconcile_in_background(self.settings.default_profile, "start-up")
         yield
+        await self.proxy.aclose()
         self.worker.shutdown(wait=False)
 
     # --- routes --------------------------------------------------------------------------
@@ -333,15 +346,30 @@ class Service:
         if dry_run:
             return JSONResponse(switch_json(await asyncio.to_thread(lambda: reader().switch(name, dry_run=True))))
         await asyncio.to_thread(lambda: reader().plan_for(name))
+        result, _ = await self.switch_model(name, origin="api", timeout=timeout, lock_timeout=lock_timeout,
+                                            rollback=rollback)  # fmt: skip
+        return JSONResponse(switch_json(result))
 
+    async def switch_model(
+        self, name: str, *, origin: str, timeout: float | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+        rollback: bool = True,
+    ) -> tuple[SwitchResult, int]:
+        """Switch on the worker (after whatever was queued before); the API's and the proxy's one way.
+
+        Returns the result and the generation the switch ran as; a failure queues a reconcile.
+        """
         op = Operation("switch", name)
+
+        def work(controller: Controller) -> tuple[SwitchResult, int]:
+            generation = self.generation  # this operation's: any later one moves it on
+            return controller.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback), generation
+
         try:
-            result = await self._in_worker(
-                op, lambda c: c.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback)
-            )
+            result, generation = await self._in_worker(op, work)
         except _Abandoned:
             raise
         except Exception as exc:
+            self.metrics.observe_switch(name, origin, "failed", op.phases, op.elapsed)
             code = exc.exit_code if isinstance(exc, ModelctlError) else 1
             message = exc.message if isinstance(exc, ModelctlError) else f"unexpected {type(exc).__name__}"
             log.log(logging.ERROR if code == 1 else logging.WARNING,
@@ -352,10 +380,16 @@ class Service:
                 self.reconcile_in_background(self.settings.default_profile if rollback else None,
                                              f"after the failed switch to {name}")  # fmt: skip
             raise
+        self.metrics.observe_switch(result.profile, origin, result.outcome, result.phases, result.total_s)
         stopped = f"; stopped {', '.join(result.stopped)}" if result.stopped else ""
-        log.info("switch %s: %s in %.2fs (%s)%s", name, result.outcome, result.total_s, phases_text(result.phases),
-                 stopped)  # fmt: skip
-        return JSONResponse(switch_json(result))
+        via = "" if origin == "api" else f"; for the {origin}"
+        log.info("switch %s: %s in %.2fs (%s)%s%s", name, result.outcome, result.total_s, phases_text(result.phases),
+                 stopped, via)  # fmt: skip
+        return result, generation
+
+    async def metrics_page(self, request: Request) -> Response:
+        self.proxy.update_gauges()
+        return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def stop(self, request: Request) -> Response:
         lock_timeout = _number(request.query_params, "lock_timeout", DEFAULT_LOCK_TIMEOUT_S)

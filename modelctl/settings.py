@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     # Whole seconds a stopped container gets between SIGTERM and SIGKILL (Docker counts in seconds).
     stop_grace: int = Field(default=10, ge=0)
-    # Host directory mounted as the containers' Hugging Face cache.
+    # Mounted at the containers' Hugging Face cache: a host directory, or a Docker volume name
+    # (a name without "/", e.g. the Compose deployment's modelctl-hf-cache).
     hf_cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "huggingface")
     # Seconds to wait, after the stop, until the GPU has the memory the next model needs.
     release_timeout: float = Field(default=60.0, gt=0)
@@ -37,6 +38,15 @@ class Settings(BaseSettings):
     listen: str = "127.0.0.1:8080"
     api_token: SecretStr | None = None
     default_profile: str | None = None
+    # The OpenAI proxy (/v1): requests waiting for their model beyond this many get 503 + Retry-After;
+    # a waiting request forces a swap after max_wait seconds; a model stays at least min_residency
+    # seconds once loaded while others wait (unless one of them has waited max_wait).
+    proxy_max_queue: int = Field(default=1024, ge=1)
+    proxy_max_wait: float = Field(default=30.0, ge=0)
+    proxy_min_residency: float = Field(default=10.0, ge=0)
+    # Stop the active model after this many seconds without proxy requests (0: never), and go back
+    # to MODELCTL_DEFAULT_PROFILE (if set and not the idle one) instead of stopping.
+    idle_ttl: float = Field(default=0.0, ge=0)
     # With MODELCTL_URL set, the CLI asks the service at that URL instead of the engine.
     url: str | None = None
     # Hugging Face token passed to the containers; never printed (SecretStr masks it).

@@ -19,7 +19,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 src=$root/modelctl/standin
 busybox=${BUSYBOX:-/bin/busybox}
 
-[[ -f $src/Dockerfile && -f $src/standin.sh ]] || die "missing $src/Dockerfile or $src/standin.sh"
+[[ -f $src/Dockerfile && -f $src/standin.sh && -f $src/http.sh ]] || die "missing $src/Dockerfile, $src/standin.sh or $src/http.sh"
 [[ -x $busybox ]] || die "$busybox not found: install Debian's package busybox-static (apt-get install busybox-static)"
 
 is_static() {
@@ -43,8 +43,8 @@ for t in "${tags[@]}"; do tag_args+=(-t "$t"); done
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/standin-build.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 cp "$busybox" "$ctx/busybox"
-cp "$src/Dockerfile" "$src/standin.sh" "$ctx/"
-chmod 0755 "$ctx/busybox" "$ctx/standin.sh"
+cp "$src/Dockerfile" "$src/standin.sh" "$src/http.sh" "$ctx/"
+chmod 0755 "$ctx/busybox" "$ctx/standin.sh" "$ctx/http.sh"
 
 if ! out=$(DOCKER_BUILDKIT=0 docker build -q "${tag_args[@]}" "$ctx" 2>&1); then
 	printf '%s\n' "$out" >&2

@@ -11,8 +11,10 @@
 #     without a value, is accepted and ignored;
 #   - logs vLLM 0.11-style lines, waits STANDIN_LOAD_SECONDS while "loading"
 #     (connection refused meanwhile), then serves GET /health (200, empty),
-#     GET /v1/models (vLLM's JSON) and GET /version with busybox httpd;
-#   - SIGTERM/SIGINT: stops httpd, logs the shutdown, exits 0 at once.
+#     GET /v1/models (vLLM's JSON), GET /version, and POST /v1/chat/completions
+#     and /v1/completions (OpenAI's JSON; SSE when "stream": true), through
+#     busybox nc and standin-http.sh, one connection each;
+#   - SIGTERM/SIGINT: stops the server, logs the shutdown, exits 0 at once.
 #
 # Environment:
 #   STANDIN_LOAD_SECONDS  load time before listening (default 1; fractions ok)
@@ -24,6 +26,8 @@
 #   STANDIN_IGNORE_SIGTERM=1  ignore SIGTERM (docker kills it after the grace)
 #   STANDIN_VERSION       version reported (default 0.11.1)
 #   STANDIN_WWW           where the static answers are written (default /www)
+#   STANDIN_TOKENS        words per completion (default 8; max_tokens caps it)
+#   STANDIN_TOKEN_DELAY   seconds between words, streaming or not (default 0)
 
 VERSION=${STANDIN_VERSION:-0.11.1}
 LOAD=${STANDIN_LOAD_SECONDS:-1}
@@ -715,16 +719,26 @@ info launcher.py:34 "Available routes are:"
 info launcher.py:42 "Route: /health, Methods: GET"
 info launcher.py:42 "Route: /version, Methods: GET"
 info launcher.py:42 "Route: /v1/models, Methods: GET"
+info launcher.py:42 "Route: /v1/chat/completions, Methods: POST"
+info launcher.py:42 "Route: /v1/completions, Methods: POST"
 
 STATE=serving
-httpd -f -p "$LISTEN_HOST:$PORT" -h "$WWW" &
+# busybox httpd takes POST only through CGI under /cgi-bin/, so every connection goes to
+# http.sh (GET /health, /version, /v1/models; POST /v1/chat/completions, /v1/completions).
+# `nc -ll` binds every address of the container: --host is accepted and only echoed.
+# Its listen backlog is the number of -l flags (-ll: 2, which drops connections under load),
+# and more than one -l keeps it listening, a process per connection: -lll...l, 128 of them.
+export STANDIN_WWW="$WWW" STANDIN_SERVED="$SERVED"
+LISTEN_FLAGS=-l
+while [ ${#LISTEN_FLAGS} -le 128 ]; do LISTEN_FLAGS=${LISTEN_FLAGS}l; done
+nc "$LISTEN_FLAGS" -p "$PORT" -e /standin-http.sh &
 CHILD=$!
 echo "(APIServer pid=$API_PID) INFO:     Started server process [$API_PID]"
 echo "(APIServer pid=$API_PID) INFO:     Waiting for application startup."
 echo "(APIServer pid=$API_PID) INFO:     Application startup complete."
 wait_child "$CHILD"
 
-# httpd ended by itself (e.g. the port was taken).
+# The server ended by itself (e.g. the port was taken).
 api ERROR launcher.py:99 "HTTP server exited; shutting down."
 echo "(APIServer pid=$API_PID) OSError: [Errno 98] error while attempting to bind on address ('$LISTEN_HOST', $PORT): address already in use" >&2
 exit 1

@@ -1,0 +1,60 @@
+"""Prometheus metrics of the service (`GET /metrics`): swaps, their phases, the proxy's queue and requests.
+
+One registry per Service (not the process-global one), so tests and embedders can run several.
+Label values are profile names, never raw client input: an unknown model counts as "unknown".
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Swaps take from well under a second (the stand-in) to many minutes (a cold vLLM load).
+SWAP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1800)
+WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.swap_phase = Histogram(
+            "modelctl_swap_phase_seconds",
+            "Duration of each phase of a switch (plan, lock, stop, release = VRAM release wait, start, load)",
+            ["phase"], buckets=SWAP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.swap_ready = Histogram(
+            "modelctl_swap_seconds",
+            "Whole switch duration, from the request until the model is ready (or the switch failed)",
+            ["outcome"], buckets=SWAP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.swaps = Counter(
+            "modelctl_swaps", "Switches by target profile, origin (api, proxy) and outcome (switched, unchanged, failed)",
+            ["profile", "origin", "outcome"], registry=r,
+        )  # fmt: skip
+        self.queue_length = Gauge("modelctl_proxy_queue_length", "Proxy requests waiting for their model", registry=r)
+        self.queue_wait = Histogram(
+            "modelctl_proxy_queue_wait_seconds", "Time a proxy request waited for its model to be active",
+            ["profile"], buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.requests = Counter(
+            "modelctl_proxy_requests", "Proxy requests by profile and HTTP status", ["profile", "status"], registry=r
+        )
+        self.inflight = Gauge("modelctl_proxy_inflight_requests", "Proxy requests being served upstream",
+                              ["profile"], registry=r)  # fmt: skip
+        self.rejected = Counter("modelctl_proxy_rejected", "Proxy requests refused because the queue was full",
+                                registry=r)  # fmt: skip
+        self.active = Gauge("modelctl_proxy_active_model", "1 for the model the proxy serves now", ["profile"],
+                            registry=r)  # fmt: skip
+
+    def observe_switch(self, profile: str, origin: str, outcome: str, phases: dict[str, float], total_s: float) -> None:
+        self.swaps.labels(profile, origin, outcome).inc()
+        if outcome == "unchanged":
+            return  # a no-op switch is not a swap: keep it out of the durations
+        for phase, seconds in phases.items():
+            self.swap_phase.labels(phase).observe(seconds)
+        self.swap_ready.labels("failed" if outcome == "failed" else "ready").observe(total_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
