@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Annotated, Any, NoReturn
 
@@ -23,16 +24,18 @@ from rich.text import Text
 
 from . import __version__
 from .controller import Controller, SwitchResult
-from .report import error_json, gpu_json, plan_json, status_json, switch_json
 from .errors import ModelctlError, NotReadyError, UsageError
 from .footprints import read_footprints
 from .gpu import Gpu
 from .plan import MAX_UTILIZATION
 from .profiles import Profile, load_profiles
+from .report import error_json, gpu_json, phases_text, plan_json, status_json, switch_json
 from .settings import Settings, load_settings
 
 app = typer.Typer(
     add_completion=False,
+    # A traceback must never print frame locals: they hold HF_TOKEN and the API token.
+    pretty_exceptions_show_locals=False,
     no_args_is_help=True,
     help="Keep exactly one vLLM model running on this GPU, and swap it with one command.",
 )
@@ -65,17 +68,26 @@ def _run(as_json: bool, body: Callable[[], None]) -> None:
         body()
     except ModelctlError as error:
         _fail(error, as_json)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a cause nobody named yet: still one message, exit 1, JSON if asked
+        _fail(ModelctlError(f"unexpected error: {type(exc).__name__}: {exc}"), as_json)
 
 
 def _emit(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def _context(progress=None) -> tuple[Settings, dict[str, Profile], Controller]:
+def _context(progress=None, *, need_profiles: bool = True) -> tuple[Settings, dict[str, Profile], Controller]:
     from .runtime import DockerRuntime
 
     settings = load_settings()
-    profiles = load_profiles(settings.profiles_dir)
+    try:
+        profiles = load_profiles(settings.profiles_dir)
+    except ModelctlError:
+        if need_profiles:
+            raise
+        profiles = {}  # `stop` must work with a profile half-edited, or from any directory
     runtime = DockerRuntime()
     controller = Controller(settings, runtime, profiles, Gpu(settings), progress or (lambda p, d: None))
     return settings, profiles, controller
@@ -124,10 +136,6 @@ class _ProgressLine:
 
 def _progress(as_json: bool) -> _ProgressLine | None:
     return None if as_json else _ProgressLine(interactive=err.is_terminal)
-
-
-def _phases_text(phases: dict[str, float]) -> str:
-    return ", ".join(f"{name} {seconds:.2f}s" for name, seconds in phases.items())
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -210,7 +218,8 @@ def switch(
 
 
 def _do_switch(
-    name: str, timeout: float | None, lock_timeout: float, rollback: bool, dry_run: bool, as_json: bool
+    name: str, timeout: float | None, lock_timeout: float, rollback: bool, dry_run: bool, as_json: bool,
+    to: Console = out,
 ) -> SwitchResult:
     remote = _service()
     if remote:
@@ -218,24 +227,16 @@ def _do_switch(
     else:
         progress = _progress(as_json)
         _, _, controller = _context(progress)
-        with progress or _nothing():
+        with progress or nullcontext():
             result = controller.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback, dry_run=dry_run)
     if as_json:
         _emit(switch_json(result))
     else:
         verb = {"switched": "switched to", "unchanged": "already running:", "planned": "would switch to"}[result.outcome]
         stopped = f"; stopped {', '.join(result.stopped)}" if result.stopped else ""
-        out.print(f"{verb} {result.profile} in {result.total_s:.2f}s ({_phases_text(result.phases)}){stopped} - {result.url}",
-                  markup=False, highlight=False)  # fmt: skip
+        to.print(f"{verb} {result.profile} in {result.total_s:.2f}s ({phases_text(result.phases)}){stopped} - {result.url}",
+                 markup=False, highlight=False)  # fmt: skip
     return result
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @app.command()
@@ -317,7 +318,10 @@ def stop(
 
     def body() -> None:
         remote = _service()
-        stopped = remote.stop(lock_timeout=lock_timeout) if remote else _context()[2].stop(lock_timeout_s=lock_timeout)
+        if remote:
+            stopped = remote.stop(lock_timeout=lock_timeout)
+        else:
+            stopped = _context(need_profiles=False)[2].stop(lock_timeout_s=lock_timeout)
         if as_json:
             _emit({"stopped": stopped})
         else:
@@ -379,10 +383,13 @@ def run(
             active = (remote.status()["active"] or {}).get("profile")
         else:
             active = getattr(_context()[2].status().active, "profile", None)
-        result = _do_switch(name, timeout, lock_timeout, True, False, False)
-        code = _call_with_model(command, result)
-        if restore:
-            _restore(active, lock_timeout)
+        # The switch line goes to stderr: CMD's stdout is often redirected to a result file.
+        result = _do_switch(name, timeout, lock_timeout, True, False, False, to=err)
+        try:
+            code = _call_with_model(command, result)
+        finally:
+            if restore:
+                _restore(active, lock_timeout)
         raise typer.Exit(code)
 
     _run(False, body)
@@ -402,6 +409,8 @@ def _call_with_model(command: list[str], result: SwitchResult) -> int:
         return subprocess.call(command, env=env)
     except FileNotFoundError:
         raise UsageError(f"command not found: {command[0]}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot run {command[0]}: {exc.strerror}") from None
 
 
 def _restore(profile: str | None, lock_timeout: float) -> None:
@@ -411,7 +420,7 @@ def _restore(profile: str | None, lock_timeout: float) -> None:
         if remote:
             remote.stop(lock_timeout=lock_timeout)
         else:
-            _context()[2].stop(lock_timeout_s=lock_timeout)
+            _context(need_profiles=False)[2].stop(lock_timeout_s=lock_timeout)
         err.print("restored: no model (none ran before)")
         return
     if remote:
@@ -499,8 +508,4 @@ def serve() -> None:
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+    app()  # typer turns Ctrl-C into exit 130

@@ -7,6 +7,7 @@ container runs, whatever failed on the way.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,11 @@ from .settings import Settings
 Progress = Callable[[str, str], None]
 
 LOG_LINE_EVERY_S = 0.5  # how often the load phase reads the container's last log line
+# A running model re-planned under the same name is set aside under this suffix until the new
+# one answers, so that a failed re-plan can put the old one back.
+PREVIOUS_SUFFIX = "-previous"
+
+log = logging.getLogger("modelctl")
 
 
 @dataclass
@@ -182,13 +188,21 @@ class Controller:
             with clock.phase("stop", ", ".join(c.name for c in running)):
                 self.runtime.stop(running, self.settings.stop_grace)
             result.stopped = [c.name for c in running]
+            if target:  # the same profile planned otherwise: set aside, the rollback may need it
+                self.runtime.rename(target.id, plan.spec.name + PREVIOUS_SUFFIX)
 
             try:
                 self._start_and_wait(plan, clock, timeout_s)
-            except (NotReadyError, DoesNotFitError) as failure:
+            except Exception as exc:
+                failure = exc if isinstance(exc, ModelctlError) else ModelctlError(
+                    f"the switch to {plan.profile.name} failed unexpectedly: {type(exc).__name__}: {exc}"
+                )
                 if rollback:
-                    failure.message += self._roll_back(running, exclude=plan.profile.name)
-                raise
+                    sentence, failure.rolled_back = self._roll_back(running, plan)
+                    failure.message += sentence
+                raise failure from (None if failure is exc else exc)
+            if target:
+                self.runtime.remove(target.id)
         result.outcome = "switched"
         result.phases, result.total_s = clock.phases, clock.elapsed
         return result
@@ -198,7 +212,8 @@ class Controller:
 
         On failure the new container is stopped and the error says why.
         """
-        timeout_s = timeout_s or plan.profile.startup_timeout or self.settings.ready_timeout
+        if timeout_s is None:
+            timeout_s = plan.profile.startup_timeout or self.settings.ready_timeout
         with clock.phase("release", f"{plan.start_needs_gib:.2f} GiB free needed"):
             self._wait_for_memory(plan)
         with clock.phase("start", plan.spec.name):
@@ -220,13 +235,19 @@ class Controller:
                     is_alive=lambda: self.runtime.is_running(container.id),
                     on_poll=on_poll,
                 )
+            # Only a model that became ready is restarted by the engine: never a crash loop.
+            self.runtime.set_restart_policy(container.id, "unless-stopped")
         except (ContainerExited, ReadyTimeout) as exc:
             # Keep the stopped container: `modelctl logs NAME` shows the whole story.
             self.runtime.stop([container], self.settings.stop_grace)
             raise self._not_ready(plan, container, exc) from None
-        # Only a model that became ready is restarted by the engine: never a crash loop.
-        self.runtime.set_restart_policy(container.id, "unless-stopped")
-        self._measure_footprint(plan, container)
+        except Exception:
+            self.runtime.stop([container], self.settings.stop_grace)  # never leave an unconfirmed model up
+            raise
+        try:
+            self._measure_footprint(plan, container)
+        except Exception as exc:  # advice only: a switch that worked must not fail for it
+            log.warning("could not record the footprint of %s: %s", plan.profile.name, exc)
 
     # --- GPU memory ----------------------------------------------------------------------
 
@@ -314,25 +335,38 @@ class Controller:
             log_tail=tail,
         )
 
-    def _roll_back(self, previous: list[ContainerInfo], exclude: str) -> str:
-        """Put back what ran before the switch; returns a sentence for the error message."""
-        managed = [c for c in previous if not c.foreign and c.profile != exclude and c.profile in self.profiles]
+    def _roll_back(self, previous: list[ContainerInfo], failed: Plan) -> tuple[str, bool]:
+        """Put back what ran before the switch: (a sentence for the error message, restored?)."""
+        managed = [c for c in previous if not c.foreign and c.profile in self.profiles]
         foreign = [c for c in previous if c.foreign]
-        if managed:
-            back = managed[0]
-            clock = _PhaseClock(self.progress)
-            try:
-                self.progress("rollback", back.profile)
-                self._start_and_wait(self.plan_for(back.profile), clock, None)
-            except ModelctlError as exc:
-                return f"; rollback to {back.profile} failed too: {exc.message}"
-            return f"; rolled back to {back.profile}"
-        if foreign:
-            # Not ours to re-create: start the very containers that were stopped.
-            for info in foreign[:1]:  # they were sharing the GPU before; bring back one, not a crowd
-                self.runtime.start_existing(info.id)
-            return f"; restarted {foreign[0].name}, which ran before"
-        return "; nothing ran before, so nothing was rolled back"
+        try:
+            if managed:
+                back = managed[0]
+                self.progress("rollback", back.profile or "")
+                if back.profile == failed.profile.name:
+                    self._restart_previous(back, failed.spec.name)
+                else:
+                    self._start_and_wait(self.plan_for(back.profile or ""), _PhaseClock(self.progress), None)
+                return f"; rolled back to {back.profile}", True
+            if foreign:
+                # Not ours to re-create: start the very container that was stopped (one, not a
+                # crowd: only one can have had the GPU to itself).
+                self.runtime.start_existing(foreign[0].id)
+                return f"; restarted {foreign[0].name}, which ran before", True
+        except ModelctlError as exc:
+            return f"; rollback failed too: {exc.message}", False
+        return "; nothing ran before, so nothing was rolled back", False
+
+    def _restart_previous(self, previous: ContainerInfo, name: str) -> None:
+        """Bring back the same profile's container as it ran before (set aside by the switch)."""
+        failed = self.runtime.container(name)
+        if failed:
+            self.runtime.remove(failed.id)  # its log tail is in the error already
+        self.runtime.rename(previous.id, name)
+        self.runtime.start_existing(previous.id)
+        if self._wait_adopt(previous) is None:
+            self.runtime.stop([previous], self.settings.stop_grace)
+            raise NotReadyError(f"{name} as it ran before did not answer again")
 
     def _secret_env(self) -> dict[str, str]:
         token = self.settings.hf_token

@@ -16,6 +16,9 @@ class ModelctlError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # Set by a failed switch that put the previous model (or container) back: what runs now
+        # is what ran before, so nothing should "repair" it.
+        self.rolled_back = False
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  -> {self.hint}"

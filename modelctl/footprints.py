@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +41,3 @@ def record_footprint(state_dir: Path, profile: str, footprint: Footprint) -> Non
     partial = state_dir / f".{FILE}.{os.getpid()}"
     partial.write_text(json.dumps({name: asdict(fp) for name, fp in footprints.items()}, indent=2))
     partial.replace(state_dir / FILE)  # atomic: a reader never sees half a file
-
-
-def now() -> float:
-    return time.time()

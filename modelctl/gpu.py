@@ -155,7 +155,10 @@ class Gpu:
         nvml = self.nvml
         assert nvml is not None
         index = state.devices[0].index
-        nvml.nvmlInit()
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError:
+            return True, time.monotonic() - started, state  # the driver went away: nothing to wait on
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             freed = Retrying(

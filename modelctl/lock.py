@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from .errors import LockTimeoutError
+from .errors import LockTimeoutError, UsageError
 
 LOCK_FILE = "switch.lock"
 
@@ -22,9 +22,15 @@ LOCK_FILE = "switch.lock"
 @contextmanager
 def switch_lock(state_dir: Path, timeout_s: float) -> Iterator[None]:
     """Hold the exclusive switch lock, waiting at most `timeout_s` for another holder."""
-    state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / LOCK_FILE
-    fd = _open(path)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = _open(path)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot use the state directory {state_dir}: {exc.strerror}",
+            hint="set MODELCTL_STATE_DIR to a directory you can write (the CLI and the service must share it)",
+        ) from None
     try:
         try:
             for attempt in Retrying(

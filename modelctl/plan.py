@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import __version__
 from .errors import DoesNotFitError
 from .profiles import Profile
-from .settings import Settings
+from .settings import Settings, url_host
 
 # vLLM's own CUDA context (~0.4-0.6 GiB) is already allocated when it measures free memory at
 # start-up, and desktops keep some for the display: a plan above this fraction cannot start.
@@ -99,7 +99,7 @@ class Plan:
     @property
     def url(self) -> str:
         """Base URL of the OpenAI API once the model runs."""
-        return f"http://{_url_host(self.spec.host_ip)}:{self.spec.port}/v1"
+        return f"http://{url_host(self.spec.host_ip)}:{self.spec.port}/v1"
 
     def docker_run_line(self) -> str:
         """The equivalent `docker run`, for people to read (modelctl never runs a shell)."""
@@ -119,10 +119,6 @@ class Plan:
         for key, value in s.labels.items():
             argv += ["--label", f"{key}={value}"]
         return shlex.join([*argv, s.image, *s.command])
-
-
-def _url_host(host_ip: str) -> str:
-    return "127.0.0.1" if host_ip in ("0.0.0.0", "") else host_ip
 
 
 def utilization_for(vram_gib: float, total_gib: float) -> float:

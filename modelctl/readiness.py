@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
@@ -34,13 +33,7 @@ class ReadyTimeout(Exception):
         self.last_seen = last_seen
 
 
-@dataclass(frozen=True)
-class ModelsAnswer:
-    ids: list[str]
-    max_model_len: int | None
-
-
-def fetch_models(client: httpx.Client, base_url: str) -> ModelsAnswer:
+def fetch_models(client: httpx.Client, base_url: str) -> list[str]:
     """GET {base_url}/models; raises NotYet for anything short of vLLM's answer."""
     try:
         response = client.get(f"{base_url}/models")
@@ -49,11 +42,7 @@ def fetch_models(client: httpx.Client, base_url: str) -> ModelsAnswer:
     if response.status_code != 200:
         raise NotYet(f"HTTP {response.status_code}")
     try:
-        data = response.json()["data"]
-        return ModelsAnswer(
-            ids=[entry["id"] for entry in data],
-            max_model_len=next((e.get("max_model_len") for e in data if "max_model_len" in e), None),
-        )
+        return [entry["id"] for entry in response.json()["data"]]
     except (ValueError, KeyError, TypeError):
         raise NotYet("an answer that is not an OpenAI model list") from None
 
@@ -67,7 +56,7 @@ def is_serving(base_url: str, served_model: str) -> bool:
     """One look: does the server at base_url list served_model?"""
     with http_client() as client:
         try:
-            return served_model in fetch_models(client, base_url).ids
+            return served_model in fetch_models(client, base_url)
         except NotYet:
             return False
 
@@ -92,13 +81,13 @@ def wait_until_ready(
         if not is_alive():
             raise ContainerExited()
         try:
-            answer = fetch_models(client, base_url)
+            ids = fetch_models(client, base_url)
         except NotYet as exc:
             last_seen = str(exc)
             on_poll(last_seen)
             raise
-        if served_model not in answer.ids:
-            last_seen = f"serving {answer.ids}, not {served_model!r}"
+        if served_model not in ids:
+            last_seen = f"serving {ids}, not {served_model!r}"
             on_poll(last_seen)
             raise NotYet(last_seen)
 

@@ -40,6 +40,11 @@ def plan_json(plan: Plan, measured: Footprint | None = None) -> dict[str, Any]:
     }
 
 
+def phases_text(phases: dict[str, float]) -> str:
+    """`stop 0.14s, start 0.25s, ...`: the one-line phase times of a switch."""
+    return ", ".join(f"{name} {seconds:.2f}s" for name, seconds in phases.items())
+
+
 def switch_json(result: SwitchResult) -> dict[str, Any]:
     return asdict(result)
 

@@ -220,7 +220,17 @@ class DockerRuntime:
             pass  # already gone: that is what we wanted
 
     def start_existing(self, container_id: str) -> None:
-        self._api.start(container_id)
+        try:
+            self._api.start(container_id)
+        except docker.errors.APIError as exc:  # e.g. gone: a --rm container is removed by its stop
+            raise NotReadyError(f"container {container_id[:12]} could not be started again: {_short(exc)}") from None
+
+    def rename(self, container_id: str, name: str) -> None:
+        """Rename a container, replacing a stopped one that holds the name."""
+        holder = self.container(name)
+        if holder and holder.id != container_id:
+            self.remove(holder.id)
+        self._api.rename(container_id, name)
 
     def remove(self, container_id: str) -> None:
         try:

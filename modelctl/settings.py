@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -10,8 +9,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(base) / "modelctl"
+    # Not $XDG_STATE_HOME: the Compose deployment mounts this very path, and the host CLI and the
+    # service must take one lock file.
+    return Path.home() / ".local" / "state" / "modelctl"
+
+
+def url_host(host: str) -> str:
+    """The address to reach a port published on `host` from this machine, ready for a URL."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class Settings(BaseSettings):
@@ -74,8 +83,8 @@ class Settings(BaseSettings):
 
     @property
     def poll_host(self) -> str:
-        """Address to reach published ports from this machine."""
-        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        """Address to reach published ports from this machine, ready for a URL."""
+        return url_host(self.host)
 
 
 def load_settings() -> Settings:

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from modelctl.errors import LockTimeoutError
+from modelctl.errors import LockTimeoutError, UsageError
 from modelctl.lock import switch_lock
 
 
@@ -45,3 +45,11 @@ def test_killed_holder_leaves_no_stale_lock(tmp_path):
             pass
     finally:
         holder.kill()
+
+
+def test_unusable_state_directory_is_a_clear_usage_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match="(?s)cannot use the state directory .*MODELCTL_STATE_DIR"):
+        with switch_lock(blocker / "state", timeout_s=0.1):
+            pass

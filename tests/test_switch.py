@@ -280,6 +280,7 @@ def test_run_passes_url_model_and_exit_code(engine, workspace):
     assert done.returncode == 7, done.stderr
     assert f"URL http://127.0.0.1:{a['port']}/v1 demo-a" in done.stdout
     assert "MODELS ['demo-a']" in done.stdout
+    assert "switched to" not in done.stdout, "CMD's stdout is the command's alone"
     assert running_vllm(engine) == ["modelctl-demo-b"], "--restore put the previous model back"
 
 
@@ -300,3 +301,54 @@ def test_token_never_printed(engine, workspace):
     assert all(secret not in o.stdout + o.stderr for o in outputs)
     container_env = engine.containers.get("modelctl-demo-a").attrs["Config"]["Env"]
     assert f"HF_TOKEN={secret}" in container_env, "passed to the container, just never shown"
+
+
+def test_failed_replan_of_the_running_profile_puts_the_old_one_back(engine, workspace):
+    a = workspace.profile("demo-a")
+    workspace.cli_json("switch", "demo-a")
+    first = engine.containers.get("modelctl-demo-a").id
+    # The profile is edited (a new plan under the same name) into one that crashes.
+    workspace.profile("demo-a", port=a["port"], env={"STANDIN_LOAD_SECONDS": "0.2", "STANDIN_FAIL": "cuda-oom"})
+    error = workspace.cli_json("switch", "demo-a", expect=4)["error"]
+    assert "CUDA ran out of memory" in error["message"] and "rolled back to demo-a" in error["message"]
+    assert running_vllm(engine) == ["modelctl-demo-a"]
+    assert engine.containers.get("modelctl-demo-a").id == first, "the very container that ran before"
+    assert served_models(a["port"]) == ["demo-a"]
+
+
+def test_replan_that_works_replaces_the_old_container(engine, workspace):
+    a = workspace.profile("demo-a")
+    workspace.cli_json("switch", "demo-a")
+    workspace.profile("demo-a", port=a["port"], max_model_len=2048)
+    assert workspace.cli_json("switch", "demo-a")["outcome"] == "switched"
+    names = sorted(c.name for c in engine.containers.list(all=True))
+    assert names == ["modelctl-demo-a"], "the set-aside container is removed once the new one answers"
+
+
+def test_rollback_to_a_removed_foreign_container_says_so(engine, workspace):
+    workspace.profile("broken", env={"STANDIN_FAIL": "no-cache-blocks"})
+    engine.containers.run(STANDIN_IMAGE, ["--model", "x"], name="my-vllm", detach=True, auto_remove=True)
+    error = workspace.cli_json("switch", "broken", expect=4)["error"]
+    assert "no GPU memory was left for the KV cache" in error["message"]
+    assert "rollback failed too" in error["message"] and "could not be started again" in error["message"]
+    assert running_vllm(engine) == []
+
+
+def test_stop_works_with_an_invalid_profile(engine, workspace):
+    workspace.profile("demo-a")
+    workspace.cli_json("switch", "demo-a")
+    (workspace.profiles_dir / "half-edited.yaml").write_text("name: [unclosed\n")
+    assert workspace.cli_json("stop")["stopped"] == ["modelctl-demo-a"]
+    assert running_vllm(engine) == []
+
+
+def test_run_reports_a_command_it_cannot_run_and_still_restores(engine, workspace, tmp_path):
+    workspace.profile("demo-a")
+    workspace.profile("demo-b")
+    workspace.cli_json("switch", "demo-b")
+    script = tmp_path / "eval.sh"
+    script.write_text("#!/bin/sh\necho hi\n")  # not executable
+    done = workspace.cli("run", "demo-a", "--restore", "--", str(script))
+    assert done.returncode == 2 and f"cannot run {script}: Permission denied" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert running_vllm(engine) == ["modelctl-demo-b"]
