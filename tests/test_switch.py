@@ -352,3 +352,26 @@ def test_run_reports_a_command_it_cannot_run_and_still_restores(engine, workspac
     assert done.returncode == 2 and f"cannot run {script}: Permission denied" in done.stderr
     assert "Traceback" not in done.stderr
     assert running_vllm(engine) == ["modelctl-demo-b"]
+
+
+def test_cli_killed_mid_switch_leaves_a_state_the_next_switch_repairs(engine, workspace):
+    import signal
+    import subprocess
+    import sys
+
+    from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+    workspace.profile("slow", env={"STANDIN_LOAD_SECONDS": "30"})
+    workspace.profile("demo-b")
+    killed = subprocess.Popen([sys.executable, "-m", "modelctl", "switch", "slow"], env=workspace.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        # Bounded wait until the switch is in its load phase: its container runs.
+        Retrying(retry=retry_if_result(lambda names: names != ["modelctl-slow"]), stop=stop_after_delay(60),
+                 wait=wait_fixed(0.05), reraise=True)(lambda: running_vllm(engine))  # fmt: skip
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+    result = workspace.cli_json("switch", "demo-b", "--lock-timeout", "5")  # no stale lock
+    assert result["stopped"] == ["modelctl-slow"]
+    assert running_vllm(engine) == ["modelctl-demo-b"]
