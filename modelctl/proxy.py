@@ -365,6 +365,18 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
+async def _model_missing(response: httpx.Response) -> httpx.Response | None:
+    """None when an upstream 404 says the model does not exist (vLLM's answer for a model it does
+    not serve); else the same answer, read (a 404 is small) and ready to pass on."""
+    try:
+        raw = b"".join([chunk async for chunk in response.aiter_raw()])
+    finally:
+        await response.aclose()
+    if b"does not exist" in raw:
+        return None
+    return httpx.Response(response.status_code, headers=response.headers, content=raw, request=response.request)
+
+
 # --- the proxy ----------------------------------------------------------------------------
 
 
@@ -499,7 +511,9 @@ class Proxy:
             request = self.client.build_request(method, f"{url}{path}" + (f"?{query}" if query else ""),
                                                 headers=headers, content=body)  # fmt: skip
             try:
-                return await self.client.send(request, stream=True)
+                response = await self.client.send(request, stream=True)
+                if attempt == 1 and method == "POST" and response.status_code == 404:
+                    response = await _model_missing(response)
             except httpx.ConnectError as exc:
                 # Stopped or switched behind the proxy's back (the CLI on the host): switch again, once.
                 self.scheduler.release(profile)
@@ -507,7 +521,17 @@ class Proxy:
                 if attempt == 2:
                     raise UpstreamError(f"{profile}'s server at {url} refused the connection: {exc}",
                                         hint=f"see `modelctl logs {profile}`") from None  # fmt: skip
+                continue
+            except httpx.TransportError as exc:
+                self.scheduler.release(profile)
+                raise UpstreamError(f"{profile}'s server at {url} failed: {type(exc).__name__}: {exc}",
+                                    hint=f"see `modelctl logs {profile}`") from None  # fmt: skip
             except BaseException:
                 self.scheduler.release(profile)
                 raise
+            if response is not None:
+                return response
+            # Another model answers on its port (switched on the host, same port): switch again, once.
+            self.scheduler.release(profile)
+            self.scheduler.forget(profile)
         raise AssertionError("unreachable")

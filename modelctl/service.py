@@ -6,15 +6,17 @@ lock serializes them with the host CLI and CI jobs. Reads for /api/status and /a
 through asyncio.to_thread, never through the worker, so they answer while a switch runs and
 show its phase.
 
-Crash safety: at start-up, and after any switch that failed on the way, the worker reconciles
-what runs with what should run (Controller.reconcile): it adopts the one healthy modelctl
-model, stops the rest, and starts MODELCTL_DEFAULT_PROFILE if nothing runs.
+Crash safety: at start-up, and after any switch that failed on the way without putting back what
+ran before (a rollback's error says rolled_back), the worker reconciles what runs with what
+should run (Controller.reconcile): it adopts the one healthy modelctl model, stops the rest, and
+starts MODELCTL_DEFAULT_PROFILE if nothing runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import queue
 import socket
@@ -26,6 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
@@ -51,7 +54,7 @@ from .metrics import Metrics
 from .plan import make_plan
 from .profiles import load_profiles
 from .proxy import Proxy, openai_error_response
-from .report import error_json, plan_json, status_json, switch_json
+from .report import error_json, phases_text, plan_json, status_json, switch_json
 from .runtime import DockerRuntime
 from .settings import Settings
 
@@ -66,9 +69,15 @@ class Unauthorized(UsageError):
     """The bearer token is missing or wrong (HTTP 401; exit code 2 for the CLI, a bad setting)."""
 
 
+class Forbidden(UsageError):
+    """Without a token: a request from a web page, or for a host name that is not this loopback
+    service (DNS rebinding) (HTTP 403)."""
+
+
 # Most specific first: the HTTP status each error is answered with.
 HTTP_STATUS: list[tuple[type[ModelctlError], int]] = [
     (Unauthorized, 401),
+    (Forbidden, 403),
     (UnknownProfileError, 404),
     (UsageError, 400),
     (DoesNotFitError, 409),
@@ -175,10 +184,6 @@ class Operation:
                 "since": self.since}  # fmt: skip
 
 
-def phases_text(phases: dict[str, float]) -> str:
-    return ", ".join(f"{name} {seconds:.2f}s" for name, seconds in phases.items())
-
-
 # --- the service -------------------------------------------------------------------------
 
 
@@ -194,6 +199,7 @@ class Service:
         self._worker_runtime = DockerRuntime()
         self._read_runtime = DockerRuntime()
         self._token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+        self._listen_host = parse_listen(settings.listen)[0].lower()
         self.proxy = Proxy(self)
         self.app = Starlette(
             routes=[
@@ -223,6 +229,7 @@ class Service:
     def _guarded(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
             self._check_token(request)
+            self._check_local(request)
             return await endpoint(request)
 
         return guarded
@@ -238,6 +245,28 @@ class Service:
                 "missing or wrong bearer token",
                 hint="send `Authorization: Bearer <token>` with the service's MODELCTL_API_TOKEN",
             )
+
+    def _check_local(self, request: Request) -> None:
+        """Without a token the API is for this machine's own programs: not for a web page open in its
+        browser (any page can POST here, no-cors), nor for a host name rebound to 127.0.0.1."""
+        if self._token is not None:
+            return
+        host = _authority_host(request.headers.get("host", ""))
+        origin = request.headers.get("origin")
+        if not self._local_host(host):
+            why = f"Host {host or '(none)'!r} is not this service's loopback address"
+        elif origin is not None and not self._local_host(urlsplit(origin).hostname or ""):
+            why = f"Origin {origin!r} is not a loopback origin"
+        else:
+            return
+        client = request.client.host if request.client else "?"
+        log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, why)
+        raise Forbidden(f"refused: {why}",
+                        hint="without MODELCTL_API_TOKEN only programs on this machine may call the service, "
+                             "not web pages")  # fmt: skip
+
+    def _local_host(self, host: str) -> bool:
+        return is_loopback(host) or host.lower() == self._listen_host
 
     async def error_response(self, request: Request, exc: Exception) -> Response:
         """Every error of every route, rendered once: the CLI's JSON error and a fitting status."""
@@ -375,7 +404,8 @@ class Service:
             log.log(logging.ERROR if code == 1 else logging.WARNING,
                     "switch %s: failed with code %d after %.2fs in phase %s (%s): %s", name, code, op.elapsed,
                     op.ended_in, phases_text(op.phases), message)  # fmt: skip
-            if not isinstance(exc, (UsageError, LockTimeoutError)):  # those touched nothing
+            # Usage errors and lock timeouts touched nothing; a rollback put back what ran before.
+            if not isinstance(exc, (UsageError, LockTimeoutError)) and not getattr(exc, "rolled_back", False):
                 # --no-rollback asked for nothing running: the default is not forced back then.
                 self.reconcile_in_background(self.settings.default_profile if rollback else None,
                                              f"after the failed switch to {name}")  # fmt: skip
@@ -429,6 +459,35 @@ def _flag(query: Any, key: str) -> bool:
     raise UsageError(f"query parameter {key}: expected true or false, got {raw!r}")
 
 
+def is_loopback(host: str) -> bool:
+    """localhost or a loopback address (127.0.0.0/8, ::1); a name is never resolved."""
+    host = host.strip().lower().removeprefix("[").removesuffix("]").removesuffix(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _authority_host(authority: str) -> str:
+    """The host of a Host header: "127.0.0.1:8080" -> "127.0.0.1", "[::1]:8080" -> "::1"."""
+    authority = authority.strip()
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    return authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+
+
+def _listens_on_loopback(host: str) -> bool:
+    if is_loopback(host):
+        return True
+    try:
+        addresses = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return True  # bind() says what is wrong with it
+    return all(is_loopback(address[4][0]) for address in addresses)
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     """MODELCTL_LISTEN: HOST:PORT, an IPv6 host in brackets ([::1]:8080)."""
     host, sep, port = listen.strip().rpartition(":")
@@ -444,6 +503,12 @@ def parse_listen(listen: str) -> tuple[str, int]:
 def serve(settings: Settings) -> None:
     """Run the service until SIGTERM or SIGINT, on MODELCTL_LISTEN and nothing else."""
     host, port = parse_listen(settings.listen)
+    if settings.api_token is None and not _listens_on_loopback(host):
+        raise UsageError(
+            f"MODELCTL_LISTEN={settings.listen} is not a loopback address and MODELCTL_API_TOKEN is not set: "
+            "refusing to serve an API without authentication beyond this machine",
+            hint="set MODELCTL_API_TOKEN, or listen on 127.0.0.1",
+        )
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s modelctl: %(message)s"))
     logging.getLogger("modelctl").addHandler(handler)

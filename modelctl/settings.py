@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     # Hugging Face token passed to the containers; never printed (SecretStr masks it).
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MODELCTL_HF_TOKEN", "HF_TOKEN"))
 
+    @field_validator("api_token", "hf_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `MODELCTL_API_TOKEN=` in an .env file means "no token", never "the empty token".
+        return None if value == "" else value
+
     @field_validator("gpus")
     @classmethod
     def _check_gpus(cls, value: str) -> str:

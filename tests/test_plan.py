@@ -110,3 +110,10 @@ def test_a_tier_that_does_not_fit_its_size_is_skipped():
     greedy = {16: Tier(vram_gib=15.5, max_model_len=8192, max_num_seqs=2)}  # 15.5 / 15.99 > 0.95
     chosen = plan(profile(vram_gib=6.0, tiers=greedy), GpuBudget(total_gib=15.99, source="test"))
     assert chosen.sizing.tier_gib is None and chosen.sizing.vram_gib == 6.0
+
+
+def test_an_empty_token_in_an_env_file_means_no_token(monkeypatch):
+    monkeypatch.setenv("MODELCTL_API_TOKEN", "")
+    monkeypatch.setenv("HF_TOKEN", "")
+    settings = Settings()
+    assert settings.api_token is None and settings.hf_token is None

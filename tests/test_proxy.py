@@ -247,3 +247,49 @@ def test_idle_ttl_without_a_default_stops_the_model(engine, workspace, start_ser
     assert client(service).chat.completions.create(model="demo-a", messages=CHAT).model == "demo-a"
     until(lambda: running_vllm(engine) == [], "the idle model to be stopped", 15)
     assert client(service).chat.completions.create(model="demo-a", messages=CHAT).model == "demo-a"  # back on demand
+
+
+def test_a_host_switch_to_another_model_on_the_same_port_is_switched_back(engine, workspace, start_service):
+    port = workspace.profile("demo-a")["port"]
+    workspace.profile("demo-b", port=port)  # like the shipped profiles: all on one port
+    service = serve(start_service)
+    ai = client(service)
+    assert ai.chat.completions.create(model="demo-a", messages=CHAT).model == "demo-a"
+    workspace.cli_json("switch", "demo-b")  # on the host, behind the proxy's back: demo-b answers on that port
+    assert running_vllm(engine) == ["modelctl-demo-b"]
+
+    answer = ai.chat.completions.create(model="demo-a", messages=CHAT)  # demo-b says 404: no such model
+    assert answer.model == "demo-a" and answer.choices[0].message.content.startswith("Hello from demo-a")
+    assert running_vllm(engine) == ["modelctl-demo-a"]
+    assert metric(service, "modelctl_proxy_requests_total", profile="demo-a", status="404") == 0
+
+
+def test_an_upstream_that_drops_the_request_is_an_openai_502(engine, workspace, start_service):
+    workspace.profile("demo-a", env={"STANDIN_LOAD_SECONDS": "0.3", "STANDIN_TOKEN_DELAY": "1", "STANDIN_TOKENS": "4"})
+    service = serve(start_service)
+    ai = client(service)
+    assert ai.completions.create(model="demo-a", prompt="hi", max_tokens=1).model == "demo-a"
+    container = engine.containers.get("modelctl-demo-a")
+    answer: dict[str, httpx.Response] = {}
+    request = threading.Thread(target=lambda: answer.setdefault("r", httpx.post(
+        f"{service.url}/v1/chat/completions", json={"model": "demo-a", "messages": CHAT}, trust_env=False,
+        timeout=30)))  # fmt: skip
+    request.start()
+    try:
+        # The stand-in's connection handler keeps the request in /tmp/req.<its pid> while it answers.
+        def handler() -> str:
+            found = container.exec_run(["sh", "-c", "ls /tmp/req.* 2>/dev/null"]).output.decode().split()
+            return found[0].removeprefix("/tmp/req.") if found else ""
+
+        pid = until(handler, "the request to reach the model's server", 10)
+        killed = container.exec_run(["kill", "-9", pid])
+        assert killed.exit_code == 0, killed.output
+    finally:
+        request.join(timeout=30)
+    failed = answer["r"]
+    assert failed.status_code == 502, failed.text
+    error = failed.json()["error"]
+    assert error["type"] == "server_error" and error["code"] == "model_not_ready" and error["modelctl_code"] == 4
+    assert error["message"].startswith("demo-a's server at http://127.0.0.1:") and "failed: " in error["message"]
+    assert metric(service, "modelctl_proxy_requests_total", profile="demo-a", status="502") == 1
+    assert service.get("/health").status_code == 200

@@ -422,3 +422,82 @@ def test_bad_listen_address_is_a_usage_error(listen):
 
     with pytest.raises(UsageError, match="MODELCTL_LISTEN: expected HOST:PORT"):
         parse_listen(listen)
+
+
+@pytest.mark.engine
+def test_a_failed_switch_that_restarted_a_foreign_container_leaves_it_running(engine, workspace, start_service):
+    workspace.profile("broken", env={"STANDIN_LOAD_SECONDS": "0.2", "STANDIN_FAIL": "cuda-oom"})
+    service = start_service()  # no default profile
+    service.wait_idle()  # the start-up reconcile would stop a foreign container: start it afterwards
+    foreign = engine.containers.run(STANDIN_IMAGE, ["--model", "x"], name="by-hand", detach=True,
+                                    environment={"STANDIN_LOAD_SECONDS": "0"},
+                                    ports={"8000/tcp": ("127.0.0.1", free_port())})  # fmt: skip
+    assert running_vllm(engine) == ["by-hand"]
+
+    error = error_of(service.post("/api/switch/broken"), 502, 4)
+    assert "restarted by-hand, which ran before" in error["message"]
+    service.wait_idle()  # a reconcile queued after the failure would show here
+    assert running_vllm(engine) == ["by-hand"]
+    foreign.reload()
+    assert foreign.status == "running"
+    assert "reconcile (after the failed switch to broken)" not in service.output()
+
+
+@pytest.mark.engine
+def test_without_a_token_only_loopback_hosts_and_origins_are_served(engine, workspace, start_service):
+    workspace.profile("demo-a")
+    service = start_service()
+    service.wait_idle()
+    port = service.url.rpartition(":")[2]
+
+    def call(method: str, path: str, **headers: str) -> httpx.Response:
+        with service.http() as client:
+            return client.request(method, path, headers=headers, content=b"{}")
+
+    # A web page in the user's browser (no-cors POST) and a name rebound to 127.0.0.1: refused, touching nothing.
+    for path in ("/api/stop", "/api/switch/demo-a"):
+        refused = call("POST", path, origin="https://evil.example", content_type="text/plain")
+        assert "Origin 'https://evil.example' is not a loopback origin" in error_of(refused, 403, 2)["message"]
+    error_of(call("GET", "/api/status", origin="null"), 403, 2)
+    rebound = call("GET", "/api/status", host=f"rebind.evil.example:{port}")
+    assert "Host 'rebind.evil.example' is not" in error_of(rebound, 403, 2)["message"]
+    chat = call("POST", "/v1/chat/completions", origin="http://evil.example:8080")
+    assert chat.status_code == 403 and chat.json()["error"]["type"] == "invalid_request_error"  # OpenAI's shape
+    assert "not a loopback origin" in chat.json()["error"]["message"]
+    assert running_vllm(engine) == []
+    assert "refused POST /api/stop from 127.0.0.1: Origin 'https://evil.example'" in service.output()
+
+    # This machine's names and addresses, with or without a port, and loopback origins (a local web UI).
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"):
+        assert call("GET", "/api/status", host=host).status_code == 200, host
+    for origin in (f"http://127.0.0.1:{port}", "http://localhost:3000", "http://[::1]:5173"):
+        assert call("GET", "/api/status", origin=origin).status_code == 200, origin
+    assert call("POST", "/api/switch/demo-a", origin="http://localhost:3000").json()["outcome"] == "switched"
+
+
+@pytest.mark.engine
+def test_with_a_token_the_host_is_not_restricted(engine, workspace, start_service):
+    token = "tok-" + os.urandom(8).hex()
+    service = start_service({"MODELCTL_API_TOKEN": token})
+    with service.http() as client:
+        assert client.get("/api/status", headers={"host": "modelctl.internal:8080"}).status_code == 200
+        error_of(client.get("/api/status", headers={"host": "modelctl.internal", "authorization": "Bearer x"}), 401, 2)
+
+
+def test_a_non_loopback_listener_without_a_token_refuses_to_start(workspace):
+    done = workspace.cli("serve", env={"MODELCTL_LISTEN": f"0.0.0.0:{free_port()}"}, timeout=30)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "MODELCTL_LISTEN=0.0.0.0:" in done.stderr and "MODELCTL_API_TOKEN is not set" in done.stderr
+    assert "set MODELCTL_API_TOKEN" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.1.1", True), ("localhost", True), ("LOCALHOST.", True), ("::1", True),
+     ("[::1]", True), ("0.0.0.0", False), ("::", False), ("192.168.1.2", False), ("localhost.evil.example", False),
+     ("", False)],
+)  # fmt: skip
+def test_loopback_hosts(host, loopback):
+    from modelctl.service import is_loopback
+
+    assert is_loopback(host) is loopback
