@@ -40,9 +40,8 @@ from pydantic import ValidationError
 
 from .errors import UsageError
 from .profiles import Profile, load_profile
+from .vllm import COMMAND_MARKERS, runs_vllm_server
 
-VLLM_IMAGE = "vllm/vllm-openai"
-VLLM_COMMAND_MARKERS = ("vllm serve", "vllm.entrypoints.openai")
 SHELLS = {"sh", "bash", "dash", "ash", "zsh"}
 VLLM_DEFAULT_PORT = 8000
 VLLM_DEFAULT_UTILIZATION = 0.9
@@ -164,11 +163,7 @@ def import_compose(
 
 
 def is_vllm_service(image: str, argv: list[str]) -> bool:
-    """vllm/vllm-openai* from any registry, or a command line that runs vLLM's OpenAI server."""
-    if re.search(r"(^|/)vllm/vllm-openai[^/]*$", image.split("@", 1)[0]):
-        return True
-    line = " ".join(argv)
-    return any(marker in line for marker in VLLM_COMMAND_MARKERS)
+    return runs_vllm_server(image, " ".join(argv))
 
 
 def profile_name(service: str) -> str:
@@ -354,7 +349,7 @@ class _ServiceReader:
             else:
                 steps[-1].append(token)
         steps = [step for step in steps if step]
-        chosen = next((s for s in steps if any(m in " ".join(s) for m in VLLM_COMMAND_MARKERS)), [])
+        chosen = next((s for s in steps if any(m in " ".join(s) for m in COMMAND_MARKERS)), [])
         for step in steps:
             if step is not chosen:
                 words = _redact([w for w in step if w != "exec"])

