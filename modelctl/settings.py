@@ -9,9 +9,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_state_dir() -> Path:
-    # Not $XDG_STATE_HOME: the Compose deployment mounts this very path, and the host CLI and the
-    # service must take one lock file.
-    return Path.home() / ".local" / "state" / "modelctl"
+    # One place whoever runs modelctl (root, sudo, the docker group's members, the Compose service):
+    # /var/lib/modelctl where it exists, else /tmp/modelctl-<docker gid>. Never under $HOME or
+    # $TMPDIR, which differ between users. lock.py's docstring gives the reasons.
+    from .lock import default_state_dir
+
+    return default_state_dir()
 
 
 def url_host(host: str) -> str:
