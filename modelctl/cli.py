@@ -23,13 +23,17 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .controller import Controller, SwitchResult
+from .catalog import Catalog
+from .controller import Controller
 from .errors import ModelctlError, NotReadyError, UsageError
 from .footprints import read_footprints
-from .gpu import Gpu
+from .gpu import NvmlGpu
 from .plan import MAX_UTILIZATION
-from .profiles import Profile, load_profiles
+from .progress import PhaseClock
 from .report import error_json, gpu_json, phases_text, plan_json, status_json, switch_json
+from .results import SwitchResult
+from .profiles import Profile
+from .runtime import container_name
 from .settings import Settings, load_settings
 
 app = typer.Typer(
@@ -78,19 +82,12 @@ def _emit(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def _context(progress=None, *, need_profiles: bool = True) -> tuple[Settings, dict[str, Profile], Controller]:
-    from .runtime import DockerRuntime
+def _context() -> tuple[Settings, Catalog, Controller]:
+    from .runtime.docker_engine import DockerRuntime
 
     settings = load_settings()
-    try:
-        profiles = load_profiles(settings.profiles_dir)
-    except ModelctlError:
-        if need_profiles:
-            raise
-        profiles = {}  # `stop` must work with a profile half-edited, or from any directory
-    runtime = DockerRuntime()
-    controller = Controller(settings, runtime, profiles, Gpu(settings), progress or (lambda p, d: None))
-    return settings, profiles, controller
+    catalog = Catalog(settings.profiles_dir)
+    return settings, catalog, Controller(settings, DockerRuntime(), catalog, NvmlGpu(settings))
 
 
 def _service():
@@ -147,11 +144,9 @@ def list_profiles(as_json: JsonOption = False) -> None:
 
     def body() -> None:
         settings = load_settings()
-        profiles = load_profiles(settings.profiles_dir)
-        gpu = Gpu(settings).read().budget(settings)
-        from .plan import make_plan
-
-        plans = [make_plan(p, gpu, settings) for p in profiles.values()]
+        catalog = Catalog(settings.profiles_dir)
+        gpu = NvmlGpu(settings).read().budget(settings)
+        plans = catalog.plans(gpu, settings)
         if as_json:
             _emit([plan_json(plan) for plan in plans])
             return
@@ -175,11 +170,10 @@ def show(name: str, as_json: JsonOption = False) -> None:
 
     def body() -> None:
         settings = load_settings()
-        profiles = load_profiles(settings.profiles_dir)
         from .plan import make_plan
-        from .profiles import find_profile
 
-        plan = make_plan(find_profile(profiles, name), Gpu(settings).read().budget(settings), settings)
+        profile = Catalog(settings.profiles_dir).find(name)
+        plan = make_plan(profile, NvmlGpu(settings).read().budget(settings), settings)
         measured = read_footprints(settings.state_dir).get(plan.profile.name)
         data = plan_json(plan, measured)
         if as_json:
@@ -226,9 +220,11 @@ def _do_switch(
         result = remote.switch(name, timeout=timeout, lock_timeout=lock_timeout, rollback=rollback, dry_run=dry_run)
     else:
         progress = _progress(as_json)
-        _, _, controller = _context(progress)
+        clock = PhaseClock(progress) if progress else None
+        _, _, controller = _context()
         with progress or nullcontext():
-            result = controller.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback, dry_run=dry_run)
+            result = controller.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback, dry_run=dry_run,
+                                       clock=clock)  # fmt: skip
     if as_json:
         _emit(switch_json(result))
     else:
@@ -321,7 +317,7 @@ def stop(
         if remote:
             stopped = remote.stop(lock_timeout=lock_timeout)
         else:
-            stopped = _context(need_profiles=False)[2].stop(lock_timeout_s=lock_timeout)
+            stopped = _context()[2].stop(lock_timeout_s=lock_timeout)
         if as_json:
             _emit({"stopped": stopped})
         else:
@@ -339,9 +335,7 @@ def logs(
     """The log of a model container (kept after a failed start, for the post-mortem)."""
 
     def body() -> None:
-        from .profiles import find_profile
-
-        settings, profiles, controller = _context()
+        settings, catalog, controller = _context()
         runtime = controller.runtime
         if name is None:
             active = controller.status().active
@@ -349,7 +343,8 @@ def logs(
                 raise UsageError("no model is active", hint="name a profile: modelctl logs NAME")
             container = active.container
         else:
-            container = f"modelctl-{find_profile(profiles, name).name}" if _known(profiles, name) else name
+            profiles = catalog.load().profiles
+            container = container_name(catalog.find(name).name) if _known(profiles, name) else name
         info = runtime.container(container)
         if info is None:
             raise UsageError(f"no container {container} on this engine", hint="see `modelctl status`")
@@ -420,13 +415,13 @@ def _restore(profile: str | None, lock_timeout: float) -> None:
         if remote:
             remote.stop(lock_timeout=lock_timeout)
         else:
-            _context(need_profiles=False)[2].stop(lock_timeout_s=lock_timeout)
+            _context()[2].stop(lock_timeout_s=lock_timeout)
         err.print("restored: no model (none ran before)")
         return
     if remote:
         result = remote.switch(profile, timeout=None, lock_timeout=lock_timeout, rollback=True, dry_run=False)
     else:
-        result = _context(_progress(False))[2].switch(profile, lock_timeout_s=lock_timeout)
+        result = _context()[2].switch(profile, lock_timeout_s=lock_timeout, clock=PhaseClock(_progress(False)))
     err.print(f"restored {result.profile} in {result.total_s:.2f}s")
 
 

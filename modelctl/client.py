@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .controller import SwitchResult
+from .results import SwitchResult
 from .errors import (
     DoesNotFitError,
     EngineUnreachableError,

@@ -1,8 +1,10 @@
-"""The switch, read top to bottom as the algorithm of DESIGN.md.
+"""The switch, read top to bottom as the algorithm (ARCHITECTURE.md "The life of a switch").
 
-The controller composes the outside worlds (runtime: Docker, readiness: HTTP, lock: the state
-directory) and does no I/O of its own. Its promise: at the end of every call at most one vLLM
-container runs, whatever failed on the way.
+The controller composes the outside worlds through their Protocols - the container runtime
+(`Runtime`), the GPU (`GpuMonitor`), the model servers over HTTP (`ModelServers`) - with the
+catalog, the plan and the eviction rule, and the lock. It does no I/O of its own, so unit tests
+drive it with fakes. Its promise: at the end of every call at most one vLLM container runs,
+whatever failed on the way.
 """
 
 from __future__ import annotations
@@ -10,122 +12,47 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 
-from .diagnosis import diagnose
+from .catalog import Catalog
 from .errors import DoesNotFitError, ModelctlError, NotReadyError
+from .eviction import evictions
 from .footprints import Footprint, read_footprints, record_footprint
-from .gpu import Gpu, GpuDevice, GpuState
+from .gpu import GpuBudget, GpuDevice, GpuMonitor
 from .lock import switch_lock
-from .plan import GpuBudget, Plan, check_fits, make_plan
-from .profiles import Profile, find_profile
-from .readiness import ContainerExited, ReadyTimeout, is_serving, wait_until_ready
-from .runtime import ContainerInfo, DockerRuntime
+from .plan import Plan
+from .progress import PhaseClock
+from .results import ActiveModel, GpuHolder, GpuReport, Status, SwitchResult
+from .runtime import ContainerInfo, Runtime
 from .settings import Settings
-
-# progress(phase, detail): what the switch is doing now, for a live line or a log.
-Progress = Callable[[str, str], None]
+from .vllm.diagnosis import diagnose
+from .vllm.readiness import ContainerExited, HttpModelServers, ModelServers, ReadyTimeout
 
 LOG_LINE_EVERY_S = 0.5  # how often the load phase reads the container's last log line
 # A running model re-planned under the same name is set aside under this suffix until the new
 # one answers, so that a failed re-plan can put the old one back.
 PREVIOUS_SUFFIX = "-previous"
+DEFAULT_LOCK_TIMEOUT_S = 600.0
 
 log = logging.getLogger("modelctl")
-
-
-@dataclass
-class SwitchResult:
-    profile: str
-    container: str
-    url: str
-    served_model: str
-    outcome: str  # "switched", "unchanged" (already running and ready), "planned" (--dry-run)
-    stopped: list[str] = field(default_factory=list)
-    phases: dict[str, float] = field(default_factory=dict)
-    total_s: float = 0.0
-
-
-@dataclass
-class ActiveModel:
-    profile: str
-    container: str
-    served_model: str | None
-    ready: bool
-    url: str
-
-
-@dataclass(frozen=True)
-class GpuHolder:
-    """A process holding GPU memory, and the container it runs in (None: a host process)."""
-
-    device: int
-    pid: int
-    name: str
-    used_gib: float | None
-    container: str | None
-
-    def __str__(self) -> str:
-        amount = f"{self.used_gib:.1f} GiB" if self.used_gib is not None else "an unknown amount"
-        where = f"container {self.container} (pid {self.pid} {self.name})" if self.container else f"pid {self.pid} {self.name}"
-        return f"{amount} held by {where}"
-
-
-@dataclass
-class GpuReport:
-    state: GpuState
-    budget: GpuBudget
-    holders: list[GpuHolder] | None  # None where NVML cannot list processes (WSL2) or is absent
-    # Degraded mode: memory taken by the running modelctl models, by their plans' vram_gib.
-    estimated_used_gib: float | None = None
-
-
-@dataclass
-class Status:
-    active: ActiveModel | None
-    containers: list[ContainerInfo]
-    gpu: GpuReport
-    footprints: dict[str, Footprint] = field(default_factory=dict)
-
-
-class _PhaseClock:
-    """Times each phase of a switch and tells the progress callback when one begins."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.phases: dict[str, float] = {}
-        self.started = time.monotonic()
-
-    @contextmanager
-    def phase(self, name: str, detail: str = "") -> Iterator[None]:
-        self.progress(name, detail)
-        began = time.monotonic()
-        try:
-            yield
-        finally:
-            self.phases[name] = round(self.phases.get(name, 0.0) + time.monotonic() - began, 3)
-
-    @property
-    def elapsed(self) -> float:
-        return round(time.monotonic() - self.started, 3)
 
 
 class Controller:
     def __init__(
         self,
         settings: Settings,
-        runtime: DockerRuntime,
-        profiles: dict[str, Profile],
-        gpu: Gpu,
-        progress: Progress = lambda phase, detail: None,
+        runtime: Runtime,
+        catalog: Catalog,
+        gpu: GpuMonitor,
+        servers: ModelServers | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
-        self.profiles = profiles
+        self.catalog = catalog
         self.gpu = gpu
-        self.progress = progress
+        self.servers = servers or HttpModelServers()
+        self._lock_holder: int | None = None  # the thread holding the switch lock through this controller
 
     # --- plans ---------------------------------------------------------------------------
 
@@ -133,13 +60,8 @@ class Controller:
         return self.gpu.read().budget(self.settings)
 
     def plan_for(self, name: str, gpu: GpuBudget | None = None) -> Plan:
-        """The plan for a profile on this GPU; refuses (exit 3) one that cannot fit."""
-        gpu = gpu or self.budget()
-        profile = find_profile(self.profiles, name)
-        plan = make_plan(profile, gpu, self.settings)
-        others = [make_plan(p, gpu, self.settings) for p in self.profiles.values() if p is not profile]
-        check_fits(plan, others)
-        return plan
+        """The plan for a profile on this GPU; refuses an unknown (exit 2) or too big (exit 3) one."""
+        return self.catalog.plan(name, gpu or self.budget(), self.settings)
 
     # --- the switch ----------------------------------------------------------------------
 
@@ -148,11 +70,12 @@ class Controller:
         name: str,
         *,
         timeout_s: float | None = None,
-        lock_timeout_s: float = 600.0,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
         rollback: bool = True,
         dry_run: bool = False,
+        clock: PhaseClock | None = None,
     ) -> SwitchResult:
-        clock = _PhaseClock(self.progress)
+        clock = clock or PhaseClock()
         with clock.phase("plan"):
             plan = self.plan_for(name)  # unknown (2) or too big (3): refused before anything
         result = SwitchResult(
@@ -161,33 +84,33 @@ class Controller:
             url=plan.url,
             served_model=plan.profile.served_name,
             outcome="planned",
+            warnings=self.catalog.load().warnings(),
         )
         if dry_run:
-            result.phases, result.total_s = clock.phases, clock.elapsed
-            return result
+            return _finished(result, clock)
 
         with ExitStack() as held:
             with clock.phase("lock"):
                 held.enter_context(self._locked(lock_timeout_s))
             running = self.runtime.vllm_containers()
             target = next((c for c in running if c.name == plan.spec.name), None)
-            others = [c for c in running if c is not target]
 
-            if target and target.plan_hash == plan.hash and is_serving(plan.url, plan.profile.served_name):
-                with clock.phase("stop", ", ".join(c.name for c in others)):
-                    self.runtime.stop(others, self.settings.stop_grace)  # a foreign one may have crept in
+            if target and target.plan_hash == plan.hash and self.servers.is_serving(plan.url, plan.profile.served_name):
+                others = evictions(plan, running, keep=target)  # a foreign one may have crept in
+                with clock.phase("stop", _names(others)):
+                    self.runtime.stop(others, self.settings.stop_grace)
                 result.outcome, result.stopped = "unchanged", [c.name for c in others]
-                result.phases, result.total_s = clock.phases, clock.elapsed
-                return result
+                return _finished(result, clock)
 
             if not self.runtime.has_image(plan.spec.image):
                 with clock.phase("pull", plan.spec.image):
                     self.runtime.pull(plan.spec.image)  # fails before anything is stopped
-            self._check_room(plan, stopping=running)  # a host process that will not go: refuse now
+            leaving = evictions(plan, running)
+            self._check_room(plan, leaving)  # a host process that will not go: refuse now
 
-            with clock.phase("stop", ", ".join(c.name for c in running)):
-                self.runtime.stop(running, self.settings.stop_grace)
-            result.stopped = [c.name for c in running]
+            with clock.phase("stop", _names(leaving)):
+                self.runtime.stop(leaving, self.settings.stop_grace)
+            result.stopped = [c.name for c in leaving]
             if target:  # the same profile planned otherwise: set aside, the rollback may need it
                 self.runtime.rename(target.id, plan.spec.name + PREVIOUS_SUFFIX)
 
@@ -196,18 +119,17 @@ class Controller:
             except Exception as exc:
                 failure = exc if isinstance(exc, ModelctlError) else ModelctlError(
                     f"the switch to {plan.profile.name} failed unexpectedly: {type(exc).__name__}: {exc}"
-                )
+                )  # fmt: skip
                 if rollback:
-                    sentence, failure.rolled_back = self._roll_back(running, plan)
+                    sentence, failure.rolled_back = self._roll_back(leaving, plan, clock)
                     failure.message += sentence
                 raise failure from (None if failure is exc else exc)
             if target:
                 self.runtime.remove(target.id)
         result.outcome = "switched"
-        result.phases, result.total_s = clock.phases, clock.elapsed
-        return result
+        return _finished(result, clock)
 
-    def _start_and_wait(self, plan: Plan, clock: _PhaseClock, timeout_s: float | None) -> None:
+    def _start_and_wait(self, plan: Plan, clock: PhaseClock, timeout_s: float | None) -> None:
         """Wait for the memory, start the plan's container and wait until it serves.
 
         On failure the new container is stopped and the error says why.
@@ -224,11 +146,11 @@ class Controller:
             nonlocal last_log_read
             if time.monotonic() - last_log_read >= LOG_LINE_EVERY_S:
                 last_log_read = time.monotonic()
-                self.progress("load", self.runtime.last_log_line(container.id))
+                clock.note(self.runtime.last_log_line(container.id))
 
         try:
             with clock.phase("load", plan.profile.model):
-                wait_until_ready(
+                self.servers.wait_until_ready(
                     plan.url,
                     plan.profile.served_name,
                     timeout_s=timeout_s,
@@ -241,7 +163,7 @@ class Controller:
             # Keep the stopped container: `modelctl logs NAME` shows the whole story.
             self.runtime.stop([container], self.settings.stop_grace)
             raise self._not_ready(plan, container, exc) from None
-        except Exception:
+        except BaseException:
             self.runtime.stop([container], self.settings.stop_grace)  # never leave an unconfirmed model up
             raise
         try:
@@ -257,7 +179,7 @@ class Controller:
         containers = self.runtime.container_pids()
         return [GpuHolder(device.index, p.pid, p.name, p.used_gib, containers.get(p.pid)) for p in device.processes]
 
-    def _check_room(self, plan: Plan, stopping: list[ContainerInfo]) -> None:
+    def _check_room(self, plan: Plan, leaving: list[ContainerInfo]) -> None:
         """Refuse before stopping anything when memory held outside vLLM leaves too little.
 
         Only where NVML lists processes: elsewhere (WSL2, no GPU) the release wait decides.
@@ -266,11 +188,11 @@ class Controller:
         holders = self._holders(device) if device else None
         if device is None or holders is None:
             return
-        leaving = {c.name for c in stopping}
-        freed_by_stop = sum(h.used_gib or 0 for h in holders if h.container in leaving)
+        names = {c.name for c in leaving}
+        freed_by_stop = sum(h.used_gib or 0 for h in holders if h.container in names)
         if device.free_gib + freed_by_stop >= plan.start_needs_gib:
             return
-        staying = [h for h in holders if h.container not in leaving]
+        staying = [h for h in holders if h.container not in names]
         raise DoesNotFitError(
             f"{plan.profile.name} needs {plan.start_needs_gib:.2f} GiB free to start, but even after "
             f"stopping the vLLM containers only {device.free_gib + freed_by_stop:.2f} GiB of "
@@ -312,21 +234,23 @@ class Controller:
                 holders = [h for d in state.devices for h in self._holders(d) or []]
             return GpuReport(state, budget, holders)
         # Degraded: what the running modelctl models were planned to take.
-        running = [c for c in self.runtime.vllm_containers() if c.profile in self.profiles]
-        used = sum(make_plan(self.profiles[c.profile or ""], budget, self.settings).sizing.vram_gib for c in running)
+        plans = {p.profile.name: p for p in self.catalog.plans(budget, self.settings)}
+        running = [c for c in self.runtime.vllm_containers() if c.profile in plans]
+        used = sum(plans[c.profile or ""].sizing.vram_gib for c in running)
         return GpuReport(state, budget, None, estimated_used_gib=used)
 
     def _not_ready(self, plan: Plan, container: ContainerInfo, exc: Exception) -> NotReadyError:
-        log = self.runtime.logs(container.id, tail=200)
-        found = diagnose(log)
+        log_text = self.runtime.logs(container.id, tail=200)
+        found = diagnose(log_text)
         name = plan.profile.name
         if isinstance(exc, ContainerExited):
             code = self.runtime.exit_code(container.id)
             what = f"{name} exited (code {code}) before it was ready"
         else:
+            assert isinstance(exc, ReadyTimeout)
             what = f"{name} was not ready after {exc.waited_s:.0f} s (last seen: {exc.last_seen})"
         cause = f": {found.cause}" if found else ""
-        tail = "\n".join(log.splitlines()[-20:])
+        tail = "\n".join(log_text.splitlines()[-20:])
         if found and found.evidence and found.evidence not in tail:
             tail = f"{found.evidence}\n...\n{tail}"  # vLLM's tracebacks bury the root cause
         return NotReadyError(
@@ -335,23 +259,27 @@ class Controller:
             log_tail=tail,
         )
 
-    def _roll_back(self, previous: list[ContainerInfo], failed: Plan) -> tuple[str, bool]:
+    # --- the rollback --------------------------------------------------------------------
+
+    def _roll_back(self, previous: list[ContainerInfo], failed: Plan, clock: PhaseClock) -> tuple[str, bool]:
         """Put back what ran before the switch: (a sentence for the error message, restored?)."""
-        managed = [c for c in previous if not c.foreign and c.profile in self.profiles]
+        known = self.catalog.load().profiles
+        managed = [c for c in previous if not c.foreign and c.profile in known]
         foreign = [c for c in previous if c.foreign]
         try:
             if managed:
                 back = managed[0]
-                self.progress("rollback", back.profile or "")
-                if back.profile == failed.profile.name:
-                    self._restart_previous(back, failed.spec.name)
-                else:
-                    self._start_and_wait(self.plan_for(back.profile or ""), _PhaseClock(self.progress), None)
+                with clock.phase("rollback", back.profile or ""):
+                    if back.profile == failed.profile.name:
+                        self._restart_previous(back, failed.spec.name)
+                    else:
+                        self._start_and_wait(self.plan_for(back.profile or ""), clock, None)
                 return f"; rolled back to {back.profile}", True
             if foreign:
                 # Not ours to re-create: start the very container that was stopped (one, not a
                 # crowd: only one can have had the GPU to itself).
-                self.runtime.start_existing(foreign[0].id)
+                with clock.phase("rollback", foreign[0].name):
+                    self.runtime.start_existing(foreign[0].id)
                 return f"; restarted {foreign[0].name}, which ran before", True
         except ModelctlError as exc:
             return f"; rollback failed too: {exc.message}", False
@@ -374,36 +302,44 @@ class Controller:
 
     # --- other commands ------------------------------------------------------------------
 
-    def stop(self, *, lock_timeout_s: float = 600.0) -> list[str]:
+    def stop(self, *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, clock: PhaseClock | None = None) -> list[str]:
         """Stop every vLLM container (modelctl's and foreign); returns their names."""
+        clock = clock or PhaseClock()
         with self._locked(lock_timeout_s):
-            running = self.runtime.vllm_containers()
-            self.runtime.stop(running, self.settings.stop_grace)
-        return [c.name for c in running]
+            leaving = evictions(None, self.runtime.vllm_containers())
+            with clock.phase("stop", _names(leaving)):
+                self.runtime.stop(leaving, self.settings.stop_grace)
+        return [c.name for c in leaving]
 
-    def reconcile(self, default_profile: str | None = None, *, lock_timeout_s: float = 600.0) -> list[str]:
+    def reconcile(
+        self,
+        default_profile: str | None = None,
+        *,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        clock: PhaseClock | None = None,
+    ) -> list[str]:
         """Repair what runs after a crash or a kill: keep one healthy modelctl model, stop the rest.
 
         A modelctl container that answers is adopted; if none answers, the newest one may still be
         loading (its switch was killed), so it gets its start-up time before it is given up. With
         nothing left running, `default_profile` is started. Returns the names it stopped.
         """
+        clock = clock or PhaseClock()
         with self._locked(lock_timeout_s):
             running = self.runtime.vllm_containers()
-            ours = [c for c in running if not c.foreign and c.profile in self.profiles]
-            keep = next((c for c in ours if c.served_model and is_serving(self._url(c), c.served_model)), None)
+            known = self.catalog.load().profiles
+            ours = [c for c in running if not c.foreign and c.profile in known]
+            keep = next((c for c in ours if c.served_model and self.servers.is_serving(self._url(c), c.served_model)), None)
             if keep is None and ours:
                 keep = self._wait_adopt(ours[0])  # the engine lists the newest first
-            extra = [c for c in running if c is not keep]
+            extra = evictions(None, running, keep=keep)
             self.runtime.stop(extra, self.settings.stop_grace)
             if keep:
                 self.runtime.set_restart_policy(keep.id, "unless-stopped")
             elif default_profile:
                 # Still under the lock: released first, a switch from the CLI could slip in and be undone.
-                self.switch(default_profile, lock_timeout_s=lock_timeout_s, rollback=False)
+                self.switch(default_profile, lock_timeout_s=lock_timeout_s, rollback=False, clock=clock)
         return [c.name for c in extra]
-
-    _lock_holder: int | None = None  # the thread holding the switch lock through this controller
 
     @contextmanager
     def _locked(self, timeout_s: float) -> Iterator[None]:
@@ -419,9 +355,9 @@ class Controller:
                 self._lock_holder = None
 
     def _wait_adopt(self, candidate: ContainerInfo) -> ContainerInfo | None:
-        profile = self.profiles[candidate.profile or ""]
+        profile = self.catalog.load().profiles[candidate.profile or ""]
         try:
-            wait_until_ready(
+            self.servers.wait_until_ready(
                 self._url(candidate),
                 candidate.served_model or profile.served_name,
                 timeout_s=profile.startup_timeout or self.settings.ready_timeout,
@@ -444,7 +380,7 @@ class Controller:
                 profile=active.profile or "",
                 container=active.name,
                 served_model=active.served_model,
-                ready=bool(active.served_model) and is_serving(url, active.served_model or ""),
+                ready=bool(active.served_model) and self.servers.is_serving(url, active.served_model or ""),
                 url=url,
             )
         return Status(
@@ -452,4 +388,14 @@ class Controller:
             containers=containers,
             gpu=self.gpu_report(),
             footprints=read_footprints(self.settings.state_dir),
+            warnings=self.catalog.load().warnings(),
         )
+
+
+def _finished(result: SwitchResult, clock: PhaseClock) -> SwitchResult:
+    result.phases, result.total_s = dict(clock.phases), clock.elapsed
+    return result
+
+
+def _names(containers: list[ContainerInfo]) -> str:
+    return ", ".join(c.name for c in containers)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from .catalog import Catalog
 from .errors import ModelctlError
-from .gpu import Gpu, GpuState
-from .plan import GpuBudget, check_fits, make_plan
-from .profiles import Profile, load_profiles
+from .gpu import GpuBudget, GpuState, NvmlGpu
+from .profiles import Profile
 from .settings import Settings, load_settings
 
 
@@ -25,22 +25,24 @@ def run_checks() -> list[Check]:
         settings = load_settings()
     except ModelctlError as exc:
         return [Check("settings", "fail", exc.message, exc.hint or "")]
-    state = Gpu(settings).read()
+    state = NvmlGpu(settings).read()
     gpu = state.budget(settings)
     checks = [*_engine(), _nvml(state, settings)]
+    catalog = Catalog(settings.profiles_dir)
     try:
-        profiles = load_profiles(settings.profiles_dir)
+        found = catalog.load()
     except ModelctlError as exc:
         return [*checks, Check("profiles", "fail", exc.message, exc.hint or "")]
-    checks.append(Check("profiles", "ok", f"{len(profiles)} valid in {settings.profiles_dir}"))
-    checks += [_fits(p, profiles, gpu, settings) for p in profiles.values()]
-    checks += _ports(profiles, settings)
+    checks.append(Check("profiles", "ok", f"{len(found.profiles)} valid in {settings.profiles_dir}"))
+    checks += [Check(f"profile {bad.path.name}", "fail", bad.error.message, bad.error.hint or "") for bad in found.invalid]
+    checks += [_fits(catalog, name, gpu, settings) for name in found.profiles]
+    checks += _ports(found.profiles, settings)
     checks.append(_hf_cache(settings))
     return checks
 
 
 def _engine() -> list[Check]:
-    from .runtime import DockerRuntime
+    from .runtime.docker_engine import DockerRuntime
 
     try:
         info = DockerRuntime().engine_info()
@@ -70,13 +72,12 @@ def _nvml(state: GpuState, settings: Settings) -> Check:
     )  # fmt: skip
 
 
-def _fits(profile: Profile, profiles: dict[str, Profile], gpu: GpuBudget, settings: Settings) -> Check:
-    plan = make_plan(profile, gpu, settings)
+def _fits(catalog: Catalog, name: str, gpu: GpuBudget, settings: Settings) -> Check:
     try:
-        check_fits(plan, [make_plan(p, gpu, settings) for p in profiles.values() if p is not profile])
+        plan = catalog.plan(name, gpu, settings)
     except ModelctlError as exc:
-        return Check(f"profile {profile.name}", "fail", exc.message, exc.hint or "")
-    return Check(f"profile {profile.name}", "ok", f"utilization {plan.utilization:.2f} ({plan.sizing.reason})")
+        return Check(f"profile {name}", "fail", exc.message, exc.hint or "")
+    return Check(f"profile {name}", "ok", f"utilization {plan.utilization:.2f} ({plan.sizing.reason})")
 
 
 def _ports(profiles: dict[str, Profile], settings: Settings) -> list[Check]:
@@ -96,7 +97,7 @@ def _ports(profiles: dict[str, Profile], settings: Settings) -> list[Check]:
 def _hf_cache(settings: Settings) -> Check:
     cache = str(settings.hf_cache)
     if "/" not in cache:  # a Docker volume name (the Compose deployment's modelctl-hf-cache)
-        from .runtime import DockerRuntime
+        from .runtime.docker_engine import DockerRuntime
 
         try:
             exists = DockerRuntime().volume_exists(cache)

@@ -60,3 +60,28 @@ class EngineUnreachableError(ModelctlError):
 
 class LockTimeoutError(ModelctlError):
     exit_code = 6
+
+
+class QueueFull(LockTimeoutError):
+    """Too many proxy requests wait for their model (HTTP 503 with Retry-After, like a busy lock)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, hint=f"retry after {retry_after} s, or raise MODELCTL_PROXY_MAX_QUEUE")
+        self.retry_after = retry_after
+
+
+class UpstreamError(NotReadyError):
+    """The model's server could not be reached although its switch said it was ready (HTTP 502)."""
+
+
+class Unauthorized(UsageError):
+    """The bearer token is missing or wrong (HTTP 401; exit code 2 for the CLI, a bad setting)."""
+
+
+class Forbidden(UsageError):
+    """Without a token: a request from a web page, or for a host name that is not this loopback
+    service (DNS rebinding) (HTTP 403)."""
+
+
+class OperationAbandoned(EngineUnreachableError):
+    """The service is stopping while an operation runs (HTTP 503, exit code 5 like a lost service)."""

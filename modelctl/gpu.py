@@ -12,14 +12,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Protocol
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from .plan import GpuBudget
 from .settings import Settings
 
 GIB = 1024**3
 POLL_INTERVAL_S = 0.01  # an NVML memory query costs microseconds
+
+
+@dataclass(frozen=True)
+class GpuBudget:
+    """The GPU memory a plan is made for, and where the figure came from."""
+
+    total_gib: float
+    source: str  # e.g. "assumed (MODELCTL_GPU_TOTAL_GIB)" or "NVML: NVIDIA GeForce RTX 4070 Ti"
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,17 @@ def load_nvml() -> ModuleType | None:
     return pynvml
 
 
-class Gpu:
+class GpuMonitor(Protocol):
+    """What the controller needs from the GPU (NvmlGpu, or a fake in unit tests)."""
+
+    def read(self) -> GpuState: ...
+
+    def wait_until_free(self, need_gib: float, timeout_s: float) -> tuple[bool, float, GpuState]:
+        """Wait until the planning device has `need_gib` free: (freed?, seconds waited, last state)."""
+        ...
+
+
+class NvmlGpu:
     """Reads the selected GPUs through an NVML module (pynvml, or a fake of it in unit tests)."""
 
     def __init__(self, settings: Settings, nvml: ModuleType | None = None, *, use_nvml: bool = True) -> None:

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 
 from . import __version__
 from .errors import DoesNotFitError
+from .gpu import GpuBudget
 from .profiles import Profile
+from .runtime import HF_CACHE_IN_CONTAINER, LABEL_PLAN_HASH, ContainerSpec, container_name, model_labels
 from .settings import Settings, url_host
+from .vllm.flags import server_argv
 
 # vLLM's own CUDA context (~0.4-0.6 GiB) is already allocated when it measures free memory at
 # start-up, and desktops keep some for the display: a plan above this fraction cannot start.
@@ -27,42 +30,6 @@ START_MARGIN_GIB = 0.6
 # Cards report a little under their nominal size (a "12 GB" RTX 4070 Ti shows 11.99 GiB), so
 # tier N applies from N minus this much.
 TIER_TOLERANCE_GIB = 0.5
-
-LABEL_MANAGED = "modelctl.managed"
-LABEL_PROFILE = "modelctl.profile"
-LABEL_PLAN_HASH = "modelctl.plan-hash"
-LABEL_VERSION = "modelctl.version"
-LABEL_SERVED_MODEL = "modelctl.served-model"
-LABEL_PORT = "modelctl.port"
-
-HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
-
-
-@dataclass(frozen=True)
-class GpuBudget:
-    """The GPU memory a plan is made for, and where the figure came from."""
-
-    total_gib: float
-    source: str  # e.g. "assumed (MODELCTL_GPU_TOTAL_GIB)" or "NVML: NVIDIA GeForce RTX 4070 Ti"
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything the runtime needs to start one model container; the docker SDK is its business."""
-
-    name: str
-    image: str
-    command: list[str]
-    env: dict[str, str]
-    labels: dict[str, str]
-    host_ip: str
-    port: int
-    gpu_device_ids: list[str] | None  # None: all GPUs; []: none
-    hf_cache: str
-    ipc_host: bool = True
-    # Values passed to the container but never printed, hashed or logged (HF_TOKEN).
-    secret_env_names: tuple[str, ...] = field(default=())
-
 
 @dataclass(frozen=True)
 class Sizing:
@@ -127,20 +94,6 @@ def utilization_for(vram_gib: float, total_gib: float) -> float:
     return math.ceil(round(vram_gib / total_gib * 100, 6)) / 100
 
 
-def vllm_command(profile: Profile, sizing: Sizing, utilization: float) -> list[str]:
-    """vLLM's flags: the managed ones first (always --model: old entrypoints ignore a positional)."""
-    return [
-        "--model", profile.model,
-        "--served-model-name", profile.served_name,
-        "--host", "0.0.0.0",
-        "--port", str(profile.port),
-        "--gpu-memory-utilization", f"{utilization:.2f}",
-        "--max-model-len", str(sizing.max_model_len),
-        "--max-num-seqs", str(sizing.max_num_seqs),
-        *profile.vllm_args,
-    ]  # fmt: skip
-
-
 def choose_sizing(profile: Profile, gpu: GpuBudget) -> Sizing:
     """The largest tier this GPU can hold, else the profile's own values."""
     for size, tier in sorted(profile.tiers.items(), reverse=True):
@@ -178,7 +131,15 @@ def check_fits(plan: Plan, others: list[Plan]) -> None:
 def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
     sizing = choose_sizing(profile, gpu)
     utilization = utilization_for(sizing.vram_gib, gpu.total_gib)
-    command = vllm_command(profile, sizing, utilization)
+    command = server_argv(
+        model=profile.model,
+        served_model=profile.served_name,
+        port=profile.port,
+        utilization=utilization,
+        max_model_len=sizing.max_model_len,
+        max_num_seqs=sizing.max_num_seqs,
+        extra=profile.vllm_args,
+    )
     secret_env_names = ("HF_TOKEN",) if settings.hf_token is not None else ()
     spec_without_labels = {
         "image": profile.image,
@@ -191,16 +152,15 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         "secret_env": list(secret_env_names),
     }
     plan_hash = hashlib.sha256(json.dumps(spec_without_labels, sort_keys=True).encode()).hexdigest()[:16]
-    labels = {
-        LABEL_MANAGED: "true",
-        LABEL_PROFILE: profile.name,
-        LABEL_PLAN_HASH: plan_hash,
-        LABEL_VERSION: __version__,
-        LABEL_SERVED_MODEL: profile.served_name,
-        LABEL_PORT: str(profile.port),
-    }
+    labels = model_labels(
+        profile=profile.name,
+        plan_hash=plan_hash,
+        served_model=profile.served_name,
+        port=profile.port,
+        version=__version__,
+    )
     spec = ContainerSpec(
-        name=f"modelctl-{profile.name}",
+        name=container_name(profile.name),
         image=profile.image,
         command=command,
         env=dict(profile.env),

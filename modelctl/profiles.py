@@ -1,6 +1,7 @@
-"""Profiles: one YAML file per model in the profiles directory (DESIGN.md: the profile contract).
+"""Profiles: one YAML file per model (README "Profiles" is the contract). One file at a time:
+the directory is the catalog's business (catalog.py).
 
-Loading validates every file, and every error names the file, the key and what is expected,
+Loading validates the file, and every error names the file, the key and what is expected,
 because a typo in a profile must never reach a running container.
 """
 
@@ -12,22 +13,10 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from .errors import ProfileError, UnknownProfileError, UsageError
+from .errors import ProfileError
+from .vllm.flags import MANAGED_FLAGS
 
 ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]*$", max_length=63)]
-
-# Flags modelctl derives from the profile and the GPU; a profile setting them in vllm_args would
-# silently fight the plan, so they are refused with a pointer to the key that owns them.
-MANAGED_FLAGS = {
-    "--model": "model",
-    "--port": "port",
-    "--host": "MODELCTL_HOST",
-    "--served-model-name": "served_model_name",
-    "--max-model-len": "max_model_len",
-    "--max-num-seqs": "max_num_seqs",
-    "--gpu-memory-utilization": "vram_gib (modelctl computes the utilization from it)",
-}
-
 
 class Tier(BaseModel):
     """Tuned values for GPUs of at least this size (the key of `tiers`, in GiB)."""
@@ -123,6 +112,8 @@ def load_profile(path: Path) -> Profile:
         raise ProfileError(f"{path}: not valid YAML: {exc}", hint="fix the YAML syntax") from None
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not UTF-8 text", hint="save the profile as UTF-8 YAML") from None
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping of profile keys at the top level, got {type(data).__name__}")
     try:
@@ -132,32 +123,11 @@ def load_profile(path: Path) -> Profile:
         raise ProfileError(f"{path}: {problems}", hint="see README 'Profiles' for the keys") from None
 
 
-def load_profiles(directory: Path) -> dict[str, Profile]:
-    """Every profile in `directory`, by name. Any invalid file fails the whole load."""
-    if not directory.is_dir():
-        raise UsageError(
-            f"profiles directory {directory} does not exist",
-            hint="run from the repository root or set MODELCTL_PROFILES_DIR",
-        )
-    profiles: dict[str, Profile] = {}
-    owners: dict[str, Path] = {}  # every client-visible name -> the file that claims it
-    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        profile = load_profile(path)
-        for name in profile.names:
-            if name in owners:
-                raise ProfileError(
-                    f"{path}: name '{name}' is already used by {owners[name]}",
-                    hint="give each profile a unique name, served_model_name and aliases",
-                )
-            owners[name] = path
-        profiles[profile.name] = profile
-    return profiles
-
-
-def find_profile(profiles: dict[str, Profile], name: str) -> Profile:
-    """The profile a user or client means by `name`: its name, served model name or an alias."""
-    for profile in profiles.values():
-        if name in profile.names:
-            return profile
-    known = ", ".join(sorted(profiles)) or "none"
-    raise UnknownProfileError(f"unknown profile '{name}' (known: {known})", hint="see `modelctl list`")
+def declared_name(path: Path) -> str | None:
+    """The `name` a profile file declares, even when the file is otherwise invalid (or None)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from .controller import GpuReport, Status, SwitchResult
+from .results import GpuReport, Status, SwitchResult
 from .errors import ModelctlError, NotReadyError
 from .footprints import Footprint
 from .plan import Plan

@@ -1,15 +1,11 @@
-"""The service: `modelctl serve`, the always-on form (DESIGN.md "The service" is a contract).
+"""The service: `modelctl serve`, the always-on form (README "The service" is the contract).
 
-The HTTP side is asynchronous (Starlette on uvicorn). The controller is synchronous and runs in
-ONE worker thread, so the operations of this process run one after another, and the switch
-lock serializes them with the host CLI and CI jobs. Reads for /api/status and /api/profiles go
-through asyncio.to_thread, never through the worker, so they answer while a switch runs and
-show its phase.
-
-Crash safety: at start-up, and after any switch that failed on the way without putting back what
-ran before (a rollback's error says rolled_back), the worker reconciles what runs with what
-should run (Controller.reconcile): it adopts the one healthy modelctl model, stops the rest, and
-starts MODELCTL_DEFAULT_PROFILE if nothing runs.
+The HTTP side: routes, authentication, errors. It is asynchronous (Starlette on uvicorn) and
+never runs the controller itself: operations that change what runs go to `Operations`' one
+worker (operations.py); reads for /api/status and /api/profiles run beside it through
+asyncio.to_thread on their own engine connection, so they answer while a switch runs and show
+its phase. `/v1/...` is the OpenAI proxy (proxy.py), whose swaps the scheduler (scheduler.py)
+decides and `Operations` carries out.
 """
 
 from __future__ import annotations
@@ -18,16 +14,10 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-import queue
 import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -38,169 +28,53 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__
-from .controller import Controller, SwitchResult
-from .errors import (
-    DoesNotFitError,
-    EngineUnreachableError,
-    LockTimeoutError,
-    ModelctlError,
-    NotReadyError,
-    UnknownProfileError,
-    UsageError,
-)
-from .gpu import Gpu
+from .catalog import Catalog
+from .controller import DEFAULT_LOCK_TIMEOUT_S, Controller
+from .errors import Forbidden, ModelctlError, Unauthorized, UsageError
+from .gpu import NvmlGpu
+from .http_errors import HttpRefusal, error_document
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .plan import make_plan
-from .profiles import load_profiles
-from .proxy import Proxy, openai_error_response
-from .report import error_json, phases_text, plan_json, status_json, switch_json
-from .runtime import DockerRuntime
+from .operations import Operations
+from .proxy import Proxy
+from .report import plan_json, status_json, switch_json
+from .runtime.docker_engine import DockerRuntime
+from .scheduler import Scheduler, SchedulerLimits
 from .settings import Settings
 
 log = logging.getLogger("modelctl.service")
 
-T = TypeVar("T")
-RETRY_AFTER_S = 5  # what a client told "another switch holds the lock" should wait
-DEFAULT_LOCK_TIMEOUT_S = 600.0
-
-
-class Unauthorized(UsageError):
-    """The bearer token is missing or wrong (HTTP 401; exit code 2 for the CLI, a bad setting)."""
-
-
-class Forbidden(UsageError):
-    """Without a token: a request from a web page, or for a host name that is not this loopback
-    service (DNS rebinding) (HTTP 403)."""
-
-
-# Most specific first: the HTTP status each error is answered with.
-HTTP_STATUS: list[tuple[type[ModelctlError], int]] = [
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (UnknownProfileError, 404),
-    (UsageError, 400),
-    (DoesNotFitError, 409),
-    (NotReadyError, 502),
-    (EngineUnreachableError, 503),
-    (LockTimeoutError, 503),
-]
-
-
-def http_status(error: ModelctlError) -> int:
-    return next((status for kind, status in HTTP_STATUS if isinstance(error, kind)), 500)
-
-
-class _Abandoned(EngineUnreachableError):
-    """The service is stopping while an operation runs (HTTP 503, exit code 5 like a lost service)."""
-
-
-class _HttpError(UsageError):
-    """Starlette's own refusals (no such path, wrong method), in the service's error shape."""
-
-    def __init__(self, message: str, status: int, headers: dict[str, str] | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
-
-
-# --- the worker --------------------------------------------------------------------------
-
-
-class SerialWorker(Executor):
-    """One daemon thread that runs submitted calls in order: the controller's only thread.
-
-    A daemon, unlike ThreadPoolExecutor's workers (joined at interpreter exit): a SIGTERM in the
-    middle of a 15-minute model load must not keep the process alive. What an interrupted
-    operation leaves behind is what the next start-up reconcile repairs.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Future, Callable[[], Any]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="modelctl-controller", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        future: Future[T] = Future()
-        self._jobs.put((future, lambda: fn(*args, **kwargs)))
-        return future
-
-    def _loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            future, call = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(call())
-            except BaseException as exc:  # handed to whoever awaits the future
-                future.set_exception(exc)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._jobs.put(None)
-        if wait:
-            self._thread.join()
-
-
-@dataclass
-class Operation:
-    """What the worker does now: shown as `switch` in /api/status, logged when it ends."""
-
-    kind: str  # "switch", "stop" or "reconcile"
-    target: str | None
-    phase: str = ""
-    detail: str = ""
-    since: str = ""
-    started: float = 0.0
-    phase_started: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)
-    ended_in: str = ""  # the phase it was in when it ended
-
-    def begin(self) -> None:
-        self.phase, self.detail = self.kind, ""
-        self.since = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        self.started = self.phase_started = time.monotonic()
-
-    def progress(self, phase: str, detail: str) -> None:
-        """The controller's progress callback (called in the worker thread)."""
-        now = time.monotonic()
-        if phase != self.phase:
-            if self.phase != self.kind:  # the time before the first phase is not a phase
-                self.phases[self.phase] = round(self.phases.get(self.phase, 0.0) + now - self.phase_started, 3)
-            self.phase, self.phase_started = phase, now
-        self.detail = detail
-
-    def finish(self) -> None:
-        """Close the last phase (once)."""
-        if self.phase:
-            self.ended_in = self.phase
-            self.progress("", "")
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def json(self) -> dict[str, Any]:
-        return {"operation": self.kind, "target": self.target, "phase": self.phase, "detail": self.detail,
-                "since": self.since}  # fmt: skip
-
-
-# --- the service -------------------------------------------------------------------------
+# The service reads the profiles directory at most this often (edits need no restart).
+CATALOG_MAX_AGE_S = 1.0
 
 
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.worker = SerialWorker()
-        self.current: Operation | None = None
-        # Bumped when an operation begins on the worker: the proxy's "what runs" is stale once it moves.
-        self.generation = 0
         self.metrics = Metrics()
+        self.catalog = Catalog(settings.profiles_dir, max_age_s=CATALOG_MAX_AGE_S)
+        gpu = NvmlGpu(settings)
         # One engine connection for the worker, one for the reads that run beside it.
-        self._worker_runtime = DockerRuntime()
-        self._read_runtime = DockerRuntime()
+        self.operations = Operations(
+            Controller(settings, DockerRuntime(), self.catalog, gpu), self.metrics, settings.default_profile
+        )
+        self.reader = Controller(settings, DockerRuntime(), self.catalog, gpu)
         self._token = settings.api_token.get_secret_value().encode() if settings.api_token else None
         self._listen_host = parse_listen(settings.listen)[0].lower()
-        self.proxy = Proxy(self)
+        limits = SchedulerLimits(
+            max_queue=settings.proxy_max_queue,
+            max_wait=settings.proxy_max_wait,
+            min_residency=settings.proxy_min_residency,
+            idle_ttl=settings.idle_ttl,
+        )
+        self.proxy = Proxy(
+            self.catalog,
+            Scheduler(self.operations, limits, self.metrics),
+            self.metrics,
+            self._loaded_model,
+            default_profile=settings.default_profile,
+            strip_authorization=self._token is not None,
+        )
         self.app = Starlette(
             routes=[
                 Route("/health", self.health, methods=["GET"]),
@@ -211,20 +85,15 @@ class Service:
                 Route("/metrics", self._guarded(self.metrics_page), methods=["GET"]),
                 *self.proxy.routes(self._guarded),
             ],
-            exception_handlers={Exception: self.error_response, HTTPException: self.error_response,
-                                ModelctlError: self.error_response},  # fmt: skip
+            exception_handlers={
+                Exception: self.error_response,
+                HTTPException: self.error_response,
+                ModelctlError: self.error_response,
+            },
             lifespan=self._lifespan,
         )
 
     # --- plumbing ------------------------------------------------------------------------
-
-    def _controller(self, runtime: DockerRuntime, progress=lambda phase, detail: None) -> Controller:
-        """A controller on the profiles as they are now: editing a profile needs no restart."""
-        profiles = load_profiles(self.settings.profiles_dir)
-        return Controller(self.settings, runtime, profiles, Gpu(self.settings), progress)
-
-    def _reader(self) -> Controller:
-        return self._controller(self._read_runtime)
 
     def _guarded(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
@@ -261,88 +130,42 @@ class Service:
             return
         client = request.client.host if request.client else "?"
         log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, why)
-        raise Forbidden(f"refused: {why}",
-                        hint="without MODELCTL_API_TOKEN only programs on this machine may call the service, "
-                             "not web pages")  # fmt: skip
+        raise Forbidden(
+            f"refused: {why}",
+            hint="without MODELCTL_API_TOKEN only programs on this machine may call the service, not web pages",
+        )
 
     def _local_host(self, host: str) -> bool:
         return is_loopback(host) or host.lower() == self._listen_host
 
     async def error_response(self, request: Request, exc: Exception) -> Response:
-        """Every error of every route, rendered once: the CLI's JSON error and a fitting status."""
-        headers: dict[str, str] = {}
+        """Every error of every route, rendered once (http_errors.py decides status and shape)."""
         if isinstance(exc, HTTPException):
-            exc = _HttpError(exc.detail, exc.status_code, exc.headers)
-        if isinstance(exc, _HttpError):
-            error, status, headers = exc, exc.status, exc.headers
-        elif isinstance(exc, ModelctlError):
-            error, status = exc, http_status(exc)
-        else:  # a bug: the service log has the traceback, the client gets no internals
-            error, status = ModelctlError(f"unexpected error ({type(exc).__name__})", hint="see the service log"), 500
-        if isinstance(error, LockTimeoutError):
-            headers["Retry-After"] = str(RETRY_AFTER_S)
-        if isinstance(error, Unauthorized):
-            headers["WWW-Authenticate"] = "Bearer"
-        if request.url.path.startswith("/v1/") or request.url.path == "/v1":
-            return openai_error_response(error, status, headers)  # OpenAI's error shape for OpenAI clients
-        return JSONResponse(error_json(error), status_code=status, headers=headers)
+            exc = HttpRefusal(exc.detail, exc.status_code, exc.headers)
+        if not isinstance(exc, ModelctlError):  # a bug: the service log has the traceback, the client no internals
+            exc = ModelctlError(f"unexpected error ({type(exc).__name__})", hint="see the service log")
+        body, status, headers = error_document(exc, request.url.path)
+        return JSONResponse(body, status_code=status, headers=headers)
 
-    async def _in_worker(self, op: Operation, work: Callable[[Controller], T]) -> T:
-        """Run `work` on the worker thread, after whatever was submitted before it."""
-        try:
-            return await asyncio.wrap_future(self.worker.submit(self._run_operation, op, work))
-        except asyncio.CancelledError:  # uvicorn's shutdown gave up waiting for this request
-            what = f"{op.kind} {op.target or ''}".rstrip()
-            log.warning("%s: still under way (phase %s) when the service stopped; its next start repairs what runs",
-                        what, op.phase or "queued")  # fmt: skip
-            raise _Abandoned(
-                f"the modelctl service stopped while the {what} was under way (phase {op.phase or 'queued'})",
-                hint="its next start reconciles what runs; see `modelctl status`",
-            ) from None
-
-    def _run_operation(self, op: Operation, work: Callable[[Controller], T]) -> T:
-        op.begin()
-        self.current = op
-        self.generation += 1
-        try:
-            return work(self._controller(self._worker_runtime, op.progress))
-        finally:
-            op.finish()
-            if self.current is op:
-                self.current = None
-
-    def reconcile_in_background(self, default_profile: str | None, why: str) -> None:
-        """Queue a reconcile on the worker; it logs its own outcome."""
-        op = Operation("reconcile", default_profile)
-        op.begin()
-        self.current = self.current or op  # shown at once at start-up, before the worker picks it up
-
-        def work(controller: Controller) -> None:
-            try:
-                stopped = controller.reconcile(default_profile)
-                op.finish()
-            except ModelctlError as error:
-                log.error("reconcile (%s): failed with code %d after %.2fs: %s", why, error.exit_code, op.elapsed,
-                          error.message)  # fmt: skip
-                return
-            except Exception:
-                log.exception("reconcile (%s): unexpected error after %.2fs", why, op.elapsed)
-                return
-            started = f"; started {default_profile} ({phases_text(op.phases)})" if "start" in op.phases else ""
-            log.info("reconcile (%s): done in %.2fs; stopped %s%s", why, op.elapsed,
-                     ", ".join(stopped) or "nothing", started)  # fmt: skip
-
-        self.worker.submit(self._run_operation, op, work)
+    async def _loaded_model(self) -> str | None:
+        """The profile whose model runs and answers, read beside the worker."""
+        active = (await asyncio.to_thread(self.reader.status)).active
+        return active.profile if active and active.ready else None
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette):
-        log.info("modelctl %s serving on %s; profiles in %s; default profile %s; API token %s", __version__,
-                 self.settings.listen, self.settings.profiles_dir, self.settings.default_profile or "none",
-                 "required" if self._token else "not set")  # fmt: skip
-        self.reconcile_in_background(self.settings.default_profile, "start-up")
+        log.info(
+            "modelctl %s serving on %s; profiles in %s; default profile %s; API token %s",
+            __version__,
+            self.settings.listen,
+            self.settings.profiles_dir,
+            self.settings.default_profile or "none",
+            "required" if self._token else "not set",
+        )
+        self.operations.reconcile_in_background(self.settings.default_profile, "start-up")
         yield
         await self.proxy.aclose()
-        self.worker.shutdown(wait=False)
+        self.operations.shutdown()
 
     # --- routes --------------------------------------------------------------------------
 
@@ -350,16 +173,14 @@ class Service:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def status(self, request: Request) -> Response:
-        data = await asyncio.to_thread(lambda: status_json(self._reader().status()))
-        op = self.current
+        data = status_json(await asyncio.to_thread(self.reader.status))
+        op = self.operations.current
         data["switch"] = op.json() if op else None
         return JSONResponse(data)
 
     async def profiles(self, request: Request) -> Response:
         def plans() -> list[dict[str, Any]]:
-            controller = self._reader()
-            budget = controller.budget()
-            return [plan_json(make_plan(p, budget, self.settings)) for p in controller.profiles.values()]
+            return [plan_json(plan) for plan in self.catalog.plans(self.reader.budget(), self.settings)]
 
         return JSONResponse(await asyncio.to_thread(plans))
 
@@ -370,52 +191,15 @@ class Service:
         lock_timeout = _number(query, "lock_timeout", DEFAULT_LOCK_TIMEOUT_S)
         rollback = not _flag(query, "no_rollback")
         dry_run = _flag(query, "dry_run")
-        # Unknown (404) or too big (409): refused at once, not after the switch under way.
-        reader = self._reader
         if dry_run:
-            return JSONResponse(switch_json(await asyncio.to_thread(lambda: reader().switch(name, dry_run=True))))
-        await asyncio.to_thread(lambda: reader().plan_for(name))
-        result, _ = await self.switch_model(name, origin="api", timeout=timeout, lock_timeout=lock_timeout,
-                                            rollback=rollback)  # fmt: skip
+            result = await asyncio.to_thread(lambda: self.reader.switch(name, dry_run=True))
+            return JSONResponse(switch_json(result))
+        # Unknown (404) or too big (409): refused at once, not after the switch under way.
+        await asyncio.to_thread(lambda: self.reader.plan_for(name))
+        result, _ = await self.operations.switch(
+            name, origin="api", timeout=timeout, lock_timeout=lock_timeout, rollback=rollback
+        )
         return JSONResponse(switch_json(result))
-
-    async def switch_model(
-        self, name: str, *, origin: str, timeout: float | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-        rollback: bool = True,
-    ) -> tuple[SwitchResult, int]:
-        """Switch on the worker (after whatever was queued before); the API's and the proxy's one way.
-
-        Returns the result and the generation the switch ran as; a failure queues a reconcile.
-        """
-        op = Operation("switch", name)
-
-        def work(controller: Controller) -> tuple[SwitchResult, int]:
-            generation = self.generation  # this operation's: any later one moves it on
-            return controller.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback), generation
-
-        try:
-            result, generation = await self._in_worker(op, work)
-        except _Abandoned:
-            raise
-        except Exception as exc:
-            self.metrics.observe_switch(name, origin, "failed", op.phases, op.elapsed)
-            code = exc.exit_code if isinstance(exc, ModelctlError) else 1
-            message = exc.message if isinstance(exc, ModelctlError) else f"unexpected {type(exc).__name__}"
-            log.log(logging.ERROR if code == 1 else logging.WARNING,
-                    "switch %s: failed with code %d after %.2fs in phase %s (%s): %s", name, code, op.elapsed,
-                    op.ended_in, phases_text(op.phases), message)  # fmt: skip
-            # Usage errors and lock timeouts touched nothing; a rollback put back what ran before.
-            if not isinstance(exc, (UsageError, LockTimeoutError)) and not getattr(exc, "rolled_back", False):
-                # --no-rollback asked for nothing running: the default is not forced back then.
-                self.reconcile_in_background(self.settings.default_profile if rollback else None,
-                                             f"after the failed switch to {name}")  # fmt: skip
-            raise
-        self.metrics.observe_switch(result.profile, origin, result.outcome, result.phases, result.total_s)
-        stopped = f"; stopped {', '.join(result.stopped)}" if result.stopped else ""
-        via = "" if origin == "api" else f"; for the {origin}"
-        log.info("switch %s: %s in %.2fs (%s)%s%s", name, result.outcome, result.total_s, phases_text(result.phases),
-                 stopped, via)  # fmt: skip
-        return result, generation
 
     async def metrics_page(self, request: Request) -> Response:
         self.proxy.update_gauges()
@@ -423,16 +207,7 @@ class Service:
 
     async def stop(self, request: Request) -> Response:
         lock_timeout = _number(request.query_params, "lock_timeout", DEFAULT_LOCK_TIMEOUT_S)
-        op = Operation("stop", None)
-        try:
-            stopped = await self._in_worker(op, lambda c: c.stop(lock_timeout_s=lock_timeout))
-        except _Abandoned:
-            raise
-        except ModelctlError as error:
-            log.warning("stop: failed with code %d after %.2fs: %s", error.exit_code, op.elapsed, error.message)
-            raise
-        log.info("stop: stopped %s in %.2fs", ", ".join(stopped) or "nothing", op.elapsed)
-        return JSONResponse({"stopped": stopped})
+        return JSONResponse({"stopped": await self.operations.stop(lock_timeout=lock_timeout)})
 
 
 def _number(query: Any, key: str, default: float | None) -> float | None:

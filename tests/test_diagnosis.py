@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelctl.diagnosis import diagnose
+from modelctl.vllm.diagnosis import diagnose
 
 WRAPPER = "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"
 

@@ -8,18 +8,18 @@ import pynvml
 import pytest
 
 from fake_nvml import FakeDevice, FakeNvml, FakeProcess
-from modelctl.controller import GpuHolder
-from modelctl.gpu import Gpu
+from modelctl.results import GpuHolder
+from modelctl.gpu import NvmlGpu
 from modelctl.settings import Settings
 
 
 def read(nvml, gpus: str = "all"):
-    return Gpu(Settings(gpus=gpus, gpu_total_gib=16), nvml).read()
+    return NvmlGpu(Settings(gpus=gpus, gpu_total_gib=16), nvml).read()
 
 
 def test_no_python_library_is_degraded(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml now raises ImportError
-    state = Gpu(Settings(gpus="all", gpu_total_gib=16)).read()
+    state = NvmlGpu(Settings(gpus="all", gpu_total_gib=16)).read()
     assert state.mode == "degraded" and "nvidia-ml-py" in state.reason
     budget = state.budget(Settings(gpu_total_gib=16))
     assert budget.total_gib == 16 and "MODELCTL_GPU_TOTAL_GIB" in budget.source
@@ -76,7 +76,7 @@ def test_several_gpus_and_a_selection():
 def test_wait_returns_once_memory_frees_slowly():
     nvml = FakeNvml([])
     nvml.devices.append(FakeDevice(free_gib=lambda: 2.0 if nvml.memory_queries < 8 else 11.0))
-    freed, waited, _ = Gpu(Settings(), nvml).wait_until_free(need_gib=9.0, timeout_s=30)
+    freed, waited, _ = NvmlGpu(Settings(), nvml).wait_until_free(need_gib=9.0, timeout_s=30)
     assert freed and nvml.memory_queries >= 8
     assert waited < 30
     assert nvml.open_sessions == 0
@@ -84,14 +84,14 @@ def test_wait_returns_once_memory_frees_slowly():
 
 def test_wait_gives_up_on_memory_that_never_frees_and_says_who_holds_it():
     nvml = FakeNvml([FakeDevice(free_gib=2.0, processes=[FakeProcess(4242, "python", 9.5)])])
-    freed, _, state = Gpu(Settings(), nvml).wait_until_free(need_gib=9.0, timeout_s=0.2)
+    freed, _, state = NvmlGpu(Settings(), nvml).wait_until_free(need_gib=9.0, timeout_s=0.2)
     assert not freed
     assert nvml.memory_queries > 5, "it polled, at ~10 ms intervals"
     assert state.planning_device.processes[0].pid == 4242
 
 
 def test_wait_in_degraded_mode_returns_at_once():
-    freed, waited, state = Gpu(Settings(gpus="none"), FakeNvml([])).wait_until_free(need_gib=9.0, timeout_s=30)
+    freed, waited, state = NvmlGpu(Settings(gpus="none"), FakeNvml([])).wait_until_free(need_gib=9.0, timeout_s=30)
     assert freed and waited < 1 and state.mode == "degraded"
 
 

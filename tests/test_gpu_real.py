@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from modelctl.gpu import Gpu
-from modelctl.plan import GpuBudget, make_plan
+from modelctl.gpu import NvmlGpu
+from modelctl.gpu import GpuBudget
+from modelctl.plan import make_plan
 from modelctl.profiles import Profile
 from modelctl.settings import Settings
 
@@ -35,10 +36,10 @@ sys.stdin.read()  # until the test closes our stdin or kills us
 
 @pytest.fixture(scope="module")
 def gpu():
-    state = Gpu(Settings(gpus="0")).read()
+    state = NvmlGpu(Settings(gpus="0")).read()
     if state.mode != "nvml":
         pytest.skip(f"no NVIDIA GPU here: {state.reason}")
-    return Gpu(Settings(gpus="0"))
+    return NvmlGpu(Settings(gpus="0"))
 
 
 @pytest.fixture

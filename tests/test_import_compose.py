@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelctl.importer import import_compose, parse_dotenv, profile_name, render_profile
-from modelctl.profiles import load_profile, load_profiles
+from modelctl.compose_import import import_compose, parse_dotenv, profile_name, render_profile
+from modelctl.catalog import read_profiles
+from modelctl.profiles import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
 HF_SECRET = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
@@ -149,7 +150,9 @@ def test_three_vllm_services_give_three_valid_profiles(compose_file: Path, tmp_p
     report = json.loads(done.stdout)
 
     assert sorted(p.name for p in out.iterdir()) == ["deepseek-ocr.yaml", "dots-ocr.yaml", "qwen3-vl.yaml"]
-    profiles = load_profiles(out)  # all of them together, as `modelctl list` reads them
+    loaded = read_profiles(out)  # all of them together, as `modelctl list` reads them
+    assert loaded.invalid == []
+    profiles = loaded.profiles
     assert set(profiles) == {"dots-ocr", "qwen3-vl", "deepseek-ocr"}
     assert report["ignored"] == ["redis", "pipeline"]
     assert {w["service"]: w["profile"] for w in report["written"]} == {
@@ -241,7 +244,7 @@ def test_an_existing_profile_is_never_overwritten_without_force(compose_file: Pa
     done = cli("import-compose", str(compose_file), "--out", str(out), "--force")
     assert done.returncode == 0, done.stderr
     assert mine.read_text() != before and load_profile(mine).max_num_seqs == 4
-    assert len(load_profiles(out)) == 3
+    assert len(read_profiles(out).profiles) == 3
 
 
 def test_a_name_another_profile_claims_is_refused(compose_file: Path, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from modelctl.errors import DoesNotFitError
-from modelctl.plan import START_MARGIN_GIB, GpuBudget, check_fits, make_plan, utilization_for
+from modelctl.gpu import GpuBudget
+from modelctl.plan import START_MARGIN_GIB, check_fits, make_plan, utilization_for
 from modelctl.profiles import Profile, Tier
 from modelctl.settings import Settings
 

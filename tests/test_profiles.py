@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from modelctl.catalog import Catalog, read_profiles
 from modelctl.errors import ProfileError, UnknownProfileError, UsageError
-from modelctl.plan import GpuBudget, check_fits, make_plan
+from modelctl.gpu import GpuBudget
+from modelctl.plan import check_fits, make_plan
 from modelctl.settings import Settings
-from modelctl.profiles import find_profile, load_profiles
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,9 +31,12 @@ def write(directory: Path, filename: str, text: str) -> Path:
 
 
 def load_error(tmp_path: Path, text: str) -> str:
+    """The error of an invalid file: reported by the catalog, raised when it is asked for."""
     path = write(tmp_path, "bad.yaml", text)
+    loaded = read_profiles(tmp_path)
+    assert loaded.profiles == {} and [bad.path for bad in loaded.invalid] == [path]
     with pytest.raises(ProfileError) as caught:
-        load_profiles(tmp_path)
+        loaded.find("bad")
     message = str(caught.value)
     assert str(path) in message, "the error must name the file"
     assert caught.value.exit_code == 2
@@ -41,7 +45,7 @@ def load_error(tmp_path: Path, text: str) -> str:
 
 def test_valid_profile_gets_defaults(tmp_path):
     write(tmp_path, "a.yaml", VALID)
-    profile = load_profiles(tmp_path)["demo-a"]
+    profile = read_profiles(tmp_path).profiles["demo-a"]
     assert profile.port == 8000
     assert profile.served_name == "demo-a"
     assert profile.vllm_args == [] and profile.env == {}
@@ -72,19 +76,24 @@ def test_missing_required_key(tmp_path):
     assert "missing required key 'max_num_seqs'" in message
 
 
-def test_duplicate_name_names_both_files(tmp_path):
+def test_duplicate_name_names_both_files_and_keeps_the_first(tmp_path):
     first = write(tmp_path, "a.yaml", VALID)
     second = write(tmp_path, "b.yaml", VALID)
-    with pytest.raises(ProfileError) as caught:
-        load_profiles(tmp_path)
-    assert str(first) in str(caught.value) and str(second) in str(caught.value)
+    loaded = read_profiles(tmp_path)
+    assert list(loaded.profiles) == ["demo-a"]
+    [bad] = loaded.invalid
+    assert bad.path == second
+    assert bad.error.message == f"{second}: name 'demo-a' is already used by {first}"
 
 
 def test_alias_clash_with_another_profile(tmp_path):
     write(tmp_path, "a.yaml", VALID)
-    write(tmp_path, "b.yaml", VALID.replace("demo-a", "demo-b") + "aliases: [demo-a]\n")
+    clash = write(tmp_path, "b.yaml", VALID.replace("demo-a", "demo-b") + "aliases: [demo-a]\n")
+    loaded = read_profiles(tmp_path)
+    assert list(loaded.profiles) == ["demo-a"]
+    assert loaded.warnings() == [f"skipped invalid profile {clash}: name 'demo-a' is already used by {tmp_path / 'a.yaml'}"]
     with pytest.raises(ProfileError, match="'demo-a' is already used"):
-        load_profiles(tmp_path)
+        loaded.find("demo-b")  # the name it declares leads to its error, not to "unknown"
 
 
 def test_managed_flag_in_vllm_args_is_refused(tmp_path):
@@ -104,20 +113,22 @@ def test_yaml_syntax_error(tmp_path):
 
 def test_missing_directory(tmp_path):
     with pytest.raises(UsageError, match="MODELCTL_PROFILES_DIR"):
-        load_profiles(tmp_path / "nope")
+        Catalog(tmp_path / "nope").load()
 
 
 def test_find_by_alias_and_served_name(tmp_path):
     write(tmp_path, "a.yaml", VALID + "served_model_name: org/model-a\naliases: [a]\n")
-    profiles = load_profiles(tmp_path)
-    assert find_profile(profiles, "a").name == "demo-a"
-    assert find_profile(profiles, "org/model-a").name == "demo-a"
+    profiles = Catalog(tmp_path)
+    assert profiles.find("a").name == "demo-a"
+    assert profiles.find("org/model-a").name == "demo-a"
     with pytest.raises(UnknownProfileError, match="known: demo-a"):
-        find_profile(profiles, "demo-b")
+        profiles.find("demo-b")
 
 
 def test_shipped_profiles_load_and_fit_a_12_gib_card():
-    profiles = load_profiles(REPO / "profiles")
+    loaded = read_profiles(REPO / "profiles")
+    assert loaded.invalid == []
+    profiles = loaded.profiles
     assert {"dots-ocr", "deepseek-ocr", "qwen3-vl-2b", "qwen2-vl-2b"} <= set(profiles)
     for total in (11.99, 15.99, 23.99):
         gpu = GpuBudget(total_gib=total, source="test")

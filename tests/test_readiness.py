@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from modelctl.readiness import ContainerExited, ReadyTimeout, is_serving, wait_until_ready
+from modelctl.vllm.readiness import ContainerExited, ReadyTimeout, is_serving, wait_until_ready
 
 
 def models_server(served: str) -> ThreadingHTTPServer:

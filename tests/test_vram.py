@@ -17,9 +17,9 @@ from conftest import running_vllm
 from fake_nvml import FakeDevice, FakeNvml, FakeProcess
 from modelctl.controller import Controller
 from modelctl.errors import DoesNotFitError
-from modelctl.gpu import Gpu
-from modelctl.profiles import load_profiles
-from modelctl.runtime import DockerRuntime
+from modelctl.gpu import NvmlGpu
+from modelctl.catalog import Catalog
+from modelctl.runtime.docker_engine import DockerRuntime
 from modelctl.settings import Settings
 
 pytestmark = pytest.mark.engine
@@ -61,8 +61,8 @@ def controller_for(engine, workspace):
         base.update(settings)
         config = Settings(**base)
         # NVML reads the (simulated) GPU; the containers themselves request none, as CI has none.
-        gpu = Gpu(Settings(gpus="all"), card.nvml)
-        return Controller(config, DockerRuntime(), load_profiles(workspace.profiles_dir), gpu)
+        gpu = NvmlGpu(Settings(gpus="all"), card.nvml)
+        return Controller(config, DockerRuntime(), Catalog(workspace.profiles_dir), gpu)
 
     return make
 

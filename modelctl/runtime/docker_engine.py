@@ -1,4 +1,4 @@
-"""The Docker engine: the only module that imports `docker`.
+"""The Docker engine: the only module of modelctl that imports `docker`.
 
 It finds every vLLM OpenAI server container (modelctl's by label, foreign ones by image or
 command line), stops them, starts a model container from a ContainerSpec, and reads state and
@@ -10,56 +10,14 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import docker
 import docker.errors
 from docker.types import DeviceRequest
 
-from .diagnosis import diagnose
-from .errors import EngineUnreachableError, NotReadyError
-from .plan import (
-    HF_CACHE_IN_CONTAINER,
-    LABEL_MANAGED,
-    LABEL_PLAN_HASH,
-    LABEL_PORT,
-    LABEL_PROFILE,
-    LABEL_SERVED_MODEL,
-    ContainerSpec,
-)
-from .vllm import runs_vllm_server
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    version: str
-    nvidia_runtime: bool
-    cdi: bool  # Container Device Interface specs configured (Docker >= 25)
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    id: str
-    name: str
-    image: str
-    state: str  # Docker's: created, running, restarting, exited, ...
-    profile: str | None  # None for a container modelctl did not start
-    plan_hash: str | None
-    served_model: str | None
-    port: int | None
-
-    @property
-    def running(self) -> bool:
-        return self.state in ("running", "restarting")
-
-    @property
-    def foreign(self) -> bool:
-        return self.profile is None
-
-
-def is_vllm_server(image: str, command: str, labels: dict[str, str]) -> bool:
-    """A vLLM OpenAI server, whoever started it: modelctl, a compose file, a script, a person."""
-    return labels.get(LABEL_MANAGED) == "true" or runs_vllm_server(image, command)
+from ..errors import EngineUnreachableError, NotReadyError
+from ..vllm.diagnosis import diagnose
+from . import HF_CACHE_IN_CONTAINER, ContainerInfo, ContainerSpec, EngineInfo, container_info, is_vllm_server
 
 
 class DockerRuntime:
@@ -102,18 +60,13 @@ class DockerRuntime:
             labels = row.get("Labels") or {}
             if not is_vllm_server(row.get("Image", ""), row.get("Command", ""), labels):
                 continue
-            managed = labels.get(LABEL_MANAGED) == "true"
-            port = labels.get(LABEL_PORT)
             found.append(
-                ContainerInfo(
+                container_info(
                     id=row["Id"],
                     name=(row.get("Names") or ["/?"])[0].lstrip("/"),
                     image=row.get("Image", ""),
                     state=row.get("State", "unknown"),
-                    profile=labels.get(LABEL_PROFILE) if managed else None,
-                    plan_hash=labels.get(LABEL_PLAN_HASH) if managed else None,
-                    served_model=labels.get(LABEL_SERVED_MODEL) if managed else None,
-                    port=int(port) if managed and port and port.isdigit() else None,
+                    labels=labels,
                 )
             )
         return found

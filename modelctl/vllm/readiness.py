@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
@@ -104,3 +105,37 @@ def wait_until_ready(
         except NotYet:
             raise ReadyTimeout(time.monotonic() - started, last_seen) from None
     return time.monotonic() - started
+
+
+class ModelServers(Protocol):
+    """What the controller asks of model servers over HTTP (a fake in unit tests)."""
+
+    def is_serving(self, base_url: str, served_model: str) -> bool: ...
+
+    def wait_until_ready(
+        self,
+        base_url: str,
+        served_model: str,
+        *,
+        timeout_s: float,
+        is_alive: Callable[[], bool],
+        on_poll: Callable[[str], None] = ...,
+    ) -> float: ...
+
+
+class HttpModelServers:
+    """vLLM's OpenAI servers, asked over HTTP (the functions above)."""
+
+    def is_serving(self, base_url: str, served_model: str) -> bool:
+        return is_serving(base_url, served_model)
+
+    def wait_until_ready(
+        self,
+        base_url: str,
+        served_model: str,
+        *,
+        timeout_s: float,
+        is_alive: Callable[[], bool],
+        on_poll: Callable[[str], None] = lambda seen: None,
+    ) -> float:
+        return wait_until_ready(base_url, served_model, timeout_s=timeout_s, is_alive=is_alive, on_poll=on_poll)
