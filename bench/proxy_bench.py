@@ -65,8 +65,11 @@ async def run(base: str, clients: int, requests: int, stream: bool) -> dict[str,
         wall = time.perf_counter() - began
     if failures:
         raise SystemExit(f"{failures} of {requests} requests to {base} failed")
-    return {"p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
-            "rps": requests / wall}  # fmt: skip
+    return {
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "rps": requests / wall,
+    }
 
 
 def main() -> None:
@@ -83,27 +86,52 @@ def main() -> None:
         (root / "profiles").mkdir()
         (root / "hf").mkdir()
         port = free_port()
-        (root / "profiles" / f"{MODEL}.yaml").write_text(yaml.safe_dump({
-            "name": MODEL, "model": f"standin/{MODEL}", "image": IMAGE, "vram_gib": 4.0, "max_model_len": 4096,
-            "max_num_seqs": 64, "port": port, "env": {"STANDIN_LOAD_SECONDS": "0.3"},
-        }))  # fmt: skip
+        (root / "profiles" / f"{MODEL}.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "name": MODEL,
+                    "model": f"standin/{MODEL}",
+                    "image": IMAGE,
+                    "vram_gib": 4.0,
+                    "max_model_len": 4096,
+                    "max_num_seqs": 64,
+                    "port": port,
+                    "env": {"STANDIN_LOAD_SECONDS": "0.3"},
+                }
+            )
+        )
         listen = free_port()
-        env = {**os.environ, "PYTHONPATH": str(REPO), "MODELCTL_PROFILES_DIR": str(root / "profiles"),
-               "MODELCTL_STATE_DIR": str(root / "state"), "MODELCTL_HF_CACHE": str(root / "hf"),
-               "MODELCTL_GPUS": "none", "MODELCTL_GPU_TOTAL_GIB": "12", "MODELCTL_STOP_GRACE": "2",
-               "MODELCTL_LISTEN": f"127.0.0.1:{listen}"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "MODELCTL_PROFILES_DIR": str(root / "profiles"),
+            "MODELCTL_STATE_DIR": str(root / "state"),
+            "MODELCTL_HF_CACHE": str(root / "hf"),
+            "MODELCTL_GPUS": "none",
+            "MODELCTL_GPU_TOTAL_GIB": "12",
+            "MODELCTL_STOP_GRACE": "2",
+            "MODELCTL_LISTEN": f"127.0.0.1:{listen}",
+        }
         env.pop("MODELCTL_API_TOKEN", None)
         env.pop("MODELCTL_DEFAULT_PROFILE", None)
-        log = open(root / "service.log", "w")
-        service = subprocess.Popen([sys.executable, "-m", "modelctl", "serve"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+        log = open(root / "service.log", "w")  # noqa: SIM115 - closed in the finally below, after the service
+        service = subprocess.Popen(
+            [sys.executable, "-m", "modelctl", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         proxy, direct = f"http://127.0.0.1:{listen}/v1", f"http://127.0.0.1:{port}/v1"
         try:
             deadline = time.monotonic() + 60
             while True:  # the service answers, then the first request through the proxy starts the model
                 try:
-                    if httpx.post(f"{proxy}/chat/completions", json={"model": MODEL, "messages": []},
-                                  trust_env=False, timeout=60).status_code == 200:  # fmt: skip
+                    if (
+                        httpx.post(
+                            f"{proxy}/chat/completions",
+                            json={"model": MODEL, "messages": []},
+                            trust_env=False,
+                            timeout=60,
+                        ).status_code
+                        == 200
+                    ):
                         break
                 except httpx.TransportError:
                     pass
@@ -138,9 +166,11 @@ def main() -> None:
     print("ratios (proxy / direct):")
     for clients, both in figures.items():
         d, p = both["direct"], both["proxy"]
-        print(f"  {clients:>2} clients: p50 x{p['p50_ms'] / d['p50_ms']:.2f} (+{p['p50_ms'] - d['p50_ms']:.2f} ms), "
-              f"p99 x{p['p99_ms'] / d['p99_ms']:.2f} (+{p['p99_ms'] - d['p99_ms']:.2f} ms), "
-              f"throughput x{p['rps'] / d['rps']:.2f}")  # fmt: skip
+        print(
+            f"  {clients:>2} clients: p50 x{p['p50_ms'] / d['p50_ms']:.2f} (+{p['p50_ms'] - d['p50_ms']:.2f} ms), "
+            f"p99 x{p['p99_ms'] / d['p99_ms']:.2f} (+{p['p99_ms'] - d['p99_ms']:.2f} ms), "
+            f"throughput x{p['rps'] / d['rps']:.2f}"
+        )
     if args.json:
         print(json.dumps(figures, indent=2))
 

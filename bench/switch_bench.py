@@ -54,7 +54,9 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def cleanup(env: dict[str, str]) -> None:
     for selector in ("label=bench.model", "label=modelctl.managed"):
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", selector], env=env, capture_output=True, text=True).stdout.split()
+        ids = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", selector], env=env, capture_output=True, text=True
+        ).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], env=env, capture_output=True)
 
@@ -112,8 +114,10 @@ def main() -> None:
     print(f"switch between two stand-in models (load {args.load_seconds:g} s), {args.rounds} swaps each, medians:")
     for key, values in results.items():
         ratio = statistics.median(values) / mine
-        print(f"  {key:<24} {statistics.median(values):6.2f} s  (min {min(values):.2f}, max {max(values):.2f})"
-              f"  {'' if key == 'modelctl' else f'= {ratio:.2f} x modelctl'}")  # fmt: skip
+        print(
+            f"  {key:<24} {statistics.median(values):6.2f} s  (min {min(values):.2f}, max {max(values):.2f})"
+            f"  {'' if key == 'modelctl' else f'= {ratio:.2f} x modelctl'}"
+        )
     print("modelctl phases, medians: " + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in phases.items()))
 
 

@@ -29,10 +29,10 @@ from .errors import ModelctlError, NotReadyError, UsageError
 from .footprints import read_footprints
 from .gpu import NvmlGpu
 from .plan import MAX_UTILIZATION
+from .profiles import Profile
 from .progress import PhaseClock
 from .report import error_json, gpu_json, phases_text, plan_json, status_json, switch_json
 from .results import SwitchResult
-from .profiles import Profile
 from .runtime import container_name
 from .settings import Settings, load_settings
 
@@ -156,9 +156,14 @@ def list_profiles(as_json: JsonOption = False) -> None:
         for plan in plans:
             data = plan_json(plan)
             table.add_row(
-                data["profile"], data["model"], f"{data['tier']} GiB" if data["tier"] else "-", f"{data['vram_gib']:g}",
-                f"{data['gpu_memory_utilization']:.2f}", "yes" if data["fits"] else "[red]no[/red]", str(data["port"]),
-            )  # fmt: skip
+                data["profile"],
+                data["model"],
+                f"{data['tier']} GiB" if data["tier"] else "-",
+                f"{data['vram_gib']:g}",
+                f"{data['gpu_memory_utilization']:.2f}",
+                "yes" if data["fits"] else "[red]no[/red]",
+                str(data["port"]),
+            )
         out.print(table)
 
     _run(as_json, body)
@@ -189,8 +194,10 @@ def show(name: str, as_json: JsonOption = False) -> None:
             warn = " [red]- more than vram_gib: raise it[/red]" if measured.exceeds else ""
             out.print(f"{'measured':<24}{measured.measured_gib:.2f} GiB held once ready{warn}")
         fits = "fits" if data["fits"] else f"[red]does not fit[/red] (max {MAX_UTILIZATION:.2f})"
-        out.print(f"{'gpu_memory_utilization':<24}{plan.utilization:.2f} = {plan.sizing.vram_gib:g} / "
-                  f"{plan.gpu.total_gib:.2f} GiB rounded up - {fits}")  # fmt: skip
+        out.print(
+            f"{'gpu_memory_utilization':<24}{plan.utilization:.2f} = {plan.sizing.vram_gib:g} / "
+            f"{plan.gpu.total_gib:.2f} GiB rounded up - {fits}"
+        )
         out.print(f"{'url':<24}{plan.url}")
         out.print("\nequivalent docker run:")
         out.print(data["docker_run"], markup=False, highlight=False)
@@ -212,7 +219,12 @@ def switch(
 
 
 def _do_switch(
-    name: str, timeout: float | None, lock_timeout: float, rollback: bool, dry_run: bool, as_json: bool,
+    name: str,
+    timeout: float | None,
+    lock_timeout: float,
+    rollback: bool,
+    dry_run: bool,
+    as_json: bool,
     to: Console = out,
 ) -> SwitchResult:
     remote = _service()
@@ -223,15 +235,21 @@ def _do_switch(
         clock = PhaseClock(progress) if progress else None
         _, _, controller = _context()
         with progress or nullcontext():
-            result = controller.switch(name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback, dry_run=dry_run,
-                                       clock=clock)  # fmt: skip
+            result = controller.switch(
+                name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback, dry_run=dry_run, clock=clock
+            )
     if as_json:
         _emit(switch_json(result))
     else:
-        verb = {"switched": "switched to", "unchanged": "already running:", "planned": "would switch to"}[result.outcome]
+        verb = {"switched": "switched to", "unchanged": "already running:", "planned": "would switch to"}[
+            result.outcome
+        ]
         stopped = f"; stopped {', '.join(result.stopped)}" if result.stopped else ""
-        to.print(f"{verb} {result.profile} in {result.total_s:.2f}s ({phases_text(result.phases)}){stopped} - {result.url}",
-                 markup=False, highlight=False)  # fmt: skip
+        to.print(
+            f"{verb} {result.profile} in {result.total_s:.2f}s ({phases_text(result.phases)}){stopped} - {result.url}",
+            markup=False,
+            highlight=False,
+        )
     return result
 
 
@@ -247,7 +265,9 @@ def status(as_json: JsonOption = False) -> None:
             return
         if data.get("switch"):  # only the service knows what is under way
             op = data["switch"]
-            out.print(f"under way: {op['operation']} {op['target'] or ''} - {op['phase']} since {op['since']}", markup=False)
+            out.print(
+                f"under way: {op['operation']} {op['target'] or ''} - {op['phase']} since {op['since']}", markup=False
+            )
         active = data["active"]
         if active:
             ready = "[green]ready[/green]" if active["ready"] else "[yellow]not answering[/yellow]"
@@ -257,8 +277,10 @@ def status(as_json: JsonOption = False) -> None:
         _print_gpu(data["gpu"], brief=True)
         for profile, measured in data["measured"].items():
             if measured["exceeds"]:
-                out.print(f"[yellow]warn[/yellow]: {profile} measured {measured['measured_gib']:.2f} GiB, "
-                          f"more than its vram_gib {measured['vram_gib']:g}")  # fmt: skip
+                out.print(
+                    f"[yellow]warn[/yellow]: {profile} measured {measured['measured_gib']:.2f} GiB, "
+                    f"more than its vram_gib {measured['vram_gib']:g}"
+                )
         if data["containers"]:
             table = Table("name", "profile", "state", "image")
             for c in data["containers"]:
@@ -272,14 +294,20 @@ def _print_gpu(gpu: dict[str, Any], brief: bool = False) -> None:
     """The GPU for people: the mode in words first, then devices and who holds memory."""
     if gpu["mode"] != "nvml":
         used = gpu["estimated_used_gib"]
-        out.print(f"gpu: no GPU reading ({gpu['reason']}) - degraded mode, planning for "
-                  f"{gpu['total_gib']:g} GiB (MODELCTL_GPU_TOTAL_GIB)", markup=False)  # fmt: skip
+        out.print(
+            f"gpu: no GPU reading ({gpu['reason']}) - degraded mode, planning for "
+            f"{gpu['total_gib']:g} GiB (MODELCTL_GPU_TOTAL_GIB)",
+            markup=False,
+        )
         if used is not None:
             out.print(f"     used, estimated from the running models' vram_gib: {used:g} GiB")
         return
     for d in gpu["devices"]:
-        out.print(f"gpu {d['index']}: {d['name']}, {d['total_gib']:.2f} GiB, {d['used_gib']:.2f} used, "
-                  f"{d['free_gib']:.2f} free (driver {gpu['driver_version']})", markup=False)  # fmt: skip
+        out.print(
+            f"gpu {d['index']}: {d['name']}, {d['total_gib']:.2f} GiB, {d['used_gib']:.2f} used, "
+            f"{d['free_gib']:.2f} free (driver {gpu['driver_version']})",
+            markup=False,
+        )
     if gpu["processes"] is None:
         out.print("processes: NVML cannot list them here (WSL2?): memory is reported, its holders are not")
     elif not brief and gpu["processes"]:
@@ -335,7 +363,7 @@ def logs(
     """The log of a model container (kept after a failed start, for the post-mortem)."""
 
     def body() -> None:
-        settings, catalog, controller = _context()
+        _, catalog, controller = _context()
         runtime = controller.runtime
         if name is None:
             active = controller.status().active
@@ -455,10 +483,14 @@ def version() -> None:
 @app.command("import-compose")
 def import_compose(
     file: Annotated[str, typer.Argument(help="A compose file with vLLM services.")],
-    out_dir: Annotated[str | None, typer.Option("--out", help="Where to write (default: MODELCTL_PROFILES_DIR).")] = None,
+    out_dir: Annotated[
+        str | None, typer.Option("--out", help="Where to write (default: MODELCTL_PROFILES_DIR).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace profiles that exist.")] = False,
-    gpu_total_gib: Annotated[float | None, typer.Option(help="GPU size the file was tuned on, for vram_gib "
-                                                        "(default: MODELCTL_GPU_TOTAL_GIB).")] = None,
+    gpu_total_gib: Annotated[
+        float | None,
+        typer.Option(help="GPU size the file was tuned on, for vram_gib (default: MODELCTL_GPU_TOTAL_GIB)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write one profile per vLLM service of a compose file, and say what could not be carried over."""
@@ -466,25 +498,20 @@ def import_compose(
     def body() -> None:
         from pathlib import Path
 
-        from . import importer
+        from . import compose_import
 
         settings = load_settings()
         source = Path(file)
-        try:
-            text = source.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read {source}: {exc.strerror}") from None
-        dotenv = source.parent / ".env"  # what compose would interpolate ${VAR} from, then the shell
-        variables = importer.parse_dotenv(dotenv.read_text(encoding="utf-8")) if dotenv.is_file() else {}
-        result = importer.import_compose(text, gpu_total_gib=gpu_total_gib or settings.gpu_total_gib,
-                                         source=str(source), variables={**variables, **os.environ})  # fmt: skip
+        result = compose_import.import_compose_file(source, gpu_total_gib=gpu_total_gib or settings.gpu_total_gib)
         if not result.imported:
-            raise UsageError(f"{source}: no vLLM service to import", hint="; ".join(importer.result_lines(result, [])) or None)
-        paths = importer.write_profiles(result, Path(out_dir) if out_dir else settings.profiles_dir, force=force)
+            raise UsageError(
+                f"{source}: no vLLM service to import", hint="; ".join(compose_import.result_lines(result, [])) or None
+            )
+        paths = compose_import.write_profiles(result, Path(out_dir) if out_dir else settings.profiles_dir, force=force)
         if as_json:
-            _emit(importer.result_json(result, paths))
+            _emit(compose_import.result_json(result, paths))
         else:
-            for line in importer.result_lines(result, paths):
+            for line in compose_import.result_lines(result, paths):
                 out.print(line, markup=False, highlight=False)
 
     _run(as_json, body)

@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 import httpx
 
-from .results import SwitchResult
 from .errors import (
     DoesNotFitError,
     EngineUnreachableError,
@@ -22,6 +21,7 @@ from .errors import (
     NotReadyError,
     UsageError,
 )
+from .results import SwitchResult
 from .settings import Settings
 
 ERRORS_BY_CODE: dict[int, type[ModelctlError]] = {
@@ -63,12 +63,15 @@ class ServiceClient:
         return SwitchResult(**{key: value for key, value in data.items() if key in known})
 
     def _call(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, read_timeout: float | None = READ_TIMEOUT_S
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        read_timeout: float | None = READ_TIMEOUT_S,
     ) -> Any:
         try:
-            response = self._http.request(
-                method, path, params=params, timeout=httpx.Timeout(read_timeout, connect=5.0)
-            )
+            response = self._http.request(method, path, params=params, timeout=httpx.Timeout(read_timeout, connect=5.0))
         except httpx.TransportError as exc:
             raise EngineUnreachableError(
                 f"modelctl service unreachable at {self.url}: {str(exc) or type(exc).__name__}",

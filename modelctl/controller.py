@@ -117,9 +117,13 @@ class Controller:
             try:
                 self._start_and_wait(plan, clock, timeout_s)
             except Exception as exc:
-                failure = exc if isinstance(exc, ModelctlError) else ModelctlError(
-                    f"the switch to {plan.profile.name} failed unexpectedly: {type(exc).__name__}: {exc}"
-                )  # fmt: skip
+                failure = (
+                    exc
+                    if isinstance(exc, ModelctlError)
+                    else ModelctlError(
+                        f"the switch to {plan.profile.name} failed unexpectedly: {type(exc).__name__}: {exc}"
+                    )
+                )
                 if rollback:
                     sentence, failure.rolled_back = self._roll_back(leaving, plan, clock)
                     failure.message += sentence
@@ -196,7 +200,8 @@ class Controller:
         raise DoesNotFitError(
             f"{plan.profile.name} needs {plan.start_needs_gib:.2f} GiB free to start, but even after "
             f"stopping the vLLM containers only {device.free_gib + freed_by_stop:.2f} GiB of "
-            f"{device.total_gib:.2f} GiB would be: " + (", ".join(map(str, staying)) or "held outside any process NVML lists"),
+            f"{device.total_gib:.2f} GiB would be: "
+            + (", ".join(map(str, staying)) or "held outside any process NVML lists"),
             hint="stop what holds the memory, or switch to a smaller profile (`modelctl list`)",
         )
 
@@ -329,7 +334,9 @@ class Controller:
             running = self.runtime.vllm_containers()
             known = self.catalog.load().profiles
             ours = [c for c in running if not c.foreign and c.profile in known]
-            keep = next((c for c in ours if c.served_model and self.servers.is_serving(self._url(c), c.served_model)), None)
+            keep = next(
+                (c for c in ours if c.served_model and self.servers.is_serving(self._url(c), c.served_model)), None
+            )
             if keep is None and ours:
                 keep = self._wait_adopt(ours[0])  # the engine lists the newest first
             extra = evictions(None, running, keep=keep)

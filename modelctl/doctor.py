@@ -34,7 +34,9 @@ def run_checks() -> list[Check]:
     except ModelctlError as exc:
         return [*checks, Check("profiles", "fail", exc.message, exc.hint or "")]
     checks.append(Check("profiles", "ok", f"{len(found.profiles)} valid in {settings.profiles_dir}"))
-    checks += [Check(f"profile {bad.path.name}", "fail", bad.error.message, bad.error.hint or "") for bad in found.invalid]
+    checks += [
+        Check(f"profile {bad.path.name}", "fail", bad.error.message, bad.error.hint or "") for bad in found.invalid
+    ]
     checks += [_fits(catalog, name, gpu, settings) for name in found.profiles]
     checks += _ports(found.profiles, settings)
     checks.append(_hf_cache(settings))
@@ -53,11 +55,15 @@ def _engine() -> list[Check]:
         how = "nvidia runtime" if info.nvidia_runtime else "CDI"
         checks.append(Check("gpu in containers", "ok", f"the engine has the {how}"))
     else:
-        checks.append(Check(
-            "gpu in containers", "warn", "the engine has neither the nvidia runtime nor CDI",
-            "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`; "
-            "without a GPU, set MODELCTL_GPUS=none",
-        ))  # fmt: skip
+        checks.append(
+            Check(
+                "gpu in containers",
+                "warn",
+                "the engine has neither the nvidia runtime nor CDI",
+                "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`; "
+                "without a GPU, set MODELCTL_GPUS=none",
+            )
+        )
     return checks
 
 
@@ -67,9 +73,11 @@ def _nvml(state: GpuState, settings: Settings) -> Check:
         listing = "" if all(d.processes is not None for d in state.devices) else "; processes not listable (WSL2?)"
         return Check("nvml", "ok", f"driver {state.driver_version}, {names}{listing}")
     return Check(
-        "nvml", "warn", f"no GPU: {state.reason}; planning for {settings.gpu_total_gib:g} GiB",
+        "nvml",
+        "warn",
+        f"no GPU: {state.reason}; planning for {settings.gpu_total_gib:g} GiB",
         "set MODELCTL_GPU_TOTAL_GIB to your card's size, or install the NVIDIA driver",
-    )  # fmt: skip
+    )
 
 
 def _fits(catalog: Catalog, name: str, gpu: GpuBudget, settings: Settings) -> Check:
@@ -87,10 +95,15 @@ def _ports(profiles: dict[str, Profile], settings: Settings) -> list[Check]:
             probe.settimeout(0.5)
             in_use = probe.connect_ex((settings.poll_host, port)) == 0
         checks.append(
-            Check(f"port {port}", "warn", f"something answers on {settings.poll_host}:{port}",
-                  "fine if it is the active model (`modelctl status`); else free the port")
-            if in_use else Check(f"port {port}", "ok", f"free on {settings.poll_host}")
-        )  # fmt: skip
+            Check(
+                f"port {port}",
+                "warn",
+                f"something answers on {settings.poll_host}:{port}",
+                "fine if it is the active model (`modelctl status`); else free the port",
+            )
+            if in_use
+            else Check(f"port {port}", "ok", f"free on {settings.poll_host}")
+        )
     return checks
 
 
@@ -105,11 +118,17 @@ def _hf_cache(settings: Settings) -> Check:
             return Check("hf cache", "warn", f"volume {cache}: {exc.message}")
         if exists:
             return Check("hf cache", "ok", f"Docker volume {cache}")
-        return Check("hf cache", "warn", f"Docker volume {cache} does not exist: every model downloads at its first start",
-                     "`docker volume create` it, or `up` the Compose deployment once")  # fmt: skip
+        return Check(
+            "hf cache",
+            "warn",
+            f"Docker volume {cache} does not exist: every model downloads at its first start",
+            "`docker volume create` it, or `up` the Compose deployment once",
+        )
     if settings.hf_cache.is_dir():
         return Check("hf cache", "ok", cache)
     return Check(
-        "hf cache", "warn", f"{cache} does not exist: every model downloads at its first start",
+        "hf cache",
+        "warn",
+        f"{cache} does not exist: every model downloads at its first start",
         "create it, or set MODELCTL_HF_CACHE to your Hugging Face cache (a directory or a Docker volume)",
-    )  # fmt: skip
+    )

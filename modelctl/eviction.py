@@ -10,7 +10,9 @@ from .plan import Plan
 from .runtime import ContainerInfo
 
 
-def evictions(target: Plan | None, running: list[ContainerInfo], *, keep: ContainerInfo | None = None) -> list[ContainerInfo]:
+def evictions(
+    target: Plan | None, running: list[ContainerInfo], *, keep: ContainerInfo | None = None
+) -> list[ContainerInfo]:
     """The containers to stop so that `target` (None: nothing new) runs alone beside `keep`.
 
     Every foreign vLLM server goes: it would hold memory the plan counts on.

@@ -62,7 +62,9 @@ class GpuState:
     def budget(self, settings: Settings) -> GpuBudget:
         device = self.planning_device
         if device is None:
-            return GpuBudget(total_gib=settings.gpu_total_gib, source=f"assumed (MODELCTL_GPU_TOTAL_GIB): {self.reason}")
+            return GpuBudget(
+                total_gib=settings.gpu_total_gib, source=f"assumed (MODELCTL_GPU_TOTAL_GIB): {self.reason}"
+            )
         return GpuBudget(total_gib=device.total_gib, source=f"NVML: GPU {device.index} {device.name}")
 
 
@@ -150,7 +152,9 @@ class NvmlGpu:
             used = proc.usedGpuMemory
             previous = by_pid.get(proc.pid)
             total = (used or 0) + (previous.used_gib * GIB if previous and previous.used_gib else 0)
-            by_pid[proc.pid] = GpuProcess(proc.pid, self._process_name(proc.pid), total / GIB if used is not None else None)
+            by_pid[proc.pid] = GpuProcess(
+                proc.pid, self._process_name(proc.pid), total / GIB if used is not None else None
+            )
         return sorted(by_pid.values(), key=lambda p: -(p.used_gib or 0))
 
     def _process_name(self, pid: int) -> str:

@@ -135,8 +135,10 @@ def open_state_dir(state_dir: Path) -> int:
         if exc.errno in (errno.EACCES, errno.EPERM) and os.path.lexists(path):
             hint = f"it is shared by root and the {DOCKER_GROUP} group, whose members may switch; or {_HINT_DIR}"
         elif exc.errno in (errno.EACCES, errno.EPERM):
-            hint = (f"an administrator can create it for everyone who switches: sudo install -d -m 2770 -g "
-                    f"{DOCKER_GROUP} {path}; or {_HINT_DIR}")  # fmt: skip
+            hint = (
+                f"an administrator can create it for everyone who switches: sudo install -d -m 2770 -g "
+                f"{DOCKER_GROUP} {path}; or {_HINT_DIR}"
+            )
         raise UsageError(f"cannot use the state directory {state_dir}: {exc.strerror}", hint=hint) from None
     try:
         if created and docker is not None:
@@ -155,13 +157,19 @@ def _refuse_dir(path: Path, why: str, hint: str) -> UsageError:
 def _check_parent(path: Path, docker: int | None) -> None:
     parent = os.stat(path.parent)
     if not trusted(parent, docker):
-        raise _refuse_dir(path, f"its parent {path.parent} belongs to {_user(parent.st_uid)}, who could replace it",
-                          "put it in a directory of yours or root's")  # fmt: skip
+        raise _refuse_dir(
+            path,
+            f"its parent {path.parent} belongs to {_user(parent.st_uid)}, who could replace it",
+            "put it in a directory of yours or root's",
+        )
     mode = stat.S_IMODE(parent.st_mode)
     open_to_others = mode & stat.S_IWOTH or (mode & stat.S_IWGRP and not _group_ok(parent, docker))
     if open_to_others and not mode & stat.S_ISVTX:
-        raise _refuse_dir(path, f"others can write its parent {path.parent} (mode {mode:04o}) and so replace it",
-                          f"chmod o-w,g-w {path.parent} (or +t, like /tmp)")  # fmt: skip
+        raise _refuse_dir(
+            path,
+            f"others can write its parent {path.parent} (mode {mode:04o}) and so replace it",
+            f"chmod o-w,g-w {path.parent} (or +t, like /tmp)",
+        )
 
 
 def _open_dir(path: Path, docker: int | None) -> int:
@@ -177,8 +185,11 @@ def _open_dir(path: Path, docker: int | None) -> int:
 
 
 def _untrusted_dir(path: Path, st: os.stat_result) -> UsageError:
-    return _refuse_dir(path, f"it belongs to {_user(st.st_uid)}, not to you, root or the {DOCKER_GROUP} group",
-                       f"remove it if you do not know why it is there (sudo rm -r {path})")  # fmt: skip
+    return _refuse_dir(
+        path,
+        f"it belongs to {_user(st.st_uid)}, not to you, root or the {DOCKER_GROUP} group",
+        f"remove it if you do not know why it is there (sudo rm -r {path})",
+    )
 
 
 def _share_with_group(fd: int, docker: int) -> None:
@@ -202,8 +213,9 @@ def _check_dir(fd: int, path: Path, docker: int | None) -> None:
     loose = (mode & 0o007) | (0 if group_ok else mode & 0o070)
     if loose:
         if not _may_chmod(st):
-            raise _refuse_dir(path, f"others can open it (mode {mode:04o}) and so hold the switch lock",
-                              f"chmod o-rwx {path}")  # fmt: skip
+            raise _refuse_dir(
+                path, f"others can open it (mode {mode:04o}) and so hold the switch lock", f"chmod o-rwx {path}"
+            )
         os.fchmod(fd, mode & ~loose)  # our state directory stays private
 
 
@@ -253,8 +265,10 @@ def _open_lock_file(dir_fd: int, path: Path, docker: int | None) -> int:
             os.close(fd)
             raise
         return fd
-    raise UsageError(f"cannot use the lock file {path}: it keeps being created and removed",
-                     hint="something else is deleting it: find what and stop it")  # fmt: skip
+    raise UsageError(
+        f"cannot use the lock file {path}: it keeps being created and removed",
+        hint="something else is deleting it: find what and stop it",
+    )
 
 
 def _open_existing(dir_fd: int, path: Path) -> int:
@@ -277,8 +291,11 @@ def _check_lock_file(fd: int, dir_fd: int, path: Path, docker: int | None, creat
     if not stat.S_ISREG(st.st_mode):
         raise _refuse_file(path, "it is not a regular file", f"remove it (rm {path})")
     if not trusted(st, docker):
-        raise _refuse_file(path, f"it belongs to {_user(st.st_uid)}, not to you, root or the {DOCKER_GROUP} group",
-                           f"someone may be trying to take over the switch lock: remove it (sudo rm {path})")
+        raise _refuse_file(
+            path,
+            f"it belongs to {_user(st.st_uid)}, not to you, root or the {DOCKER_GROUP} group",
+            f"someone may be trying to take over the switch lock: remove it (sudo rm {path})",
+        )
     if created:
         if docker is not None and st.st_gid != docker and os.fstat(dir_fd).st_gid == docker:
             try:
@@ -293,8 +310,11 @@ def _check_lock_file(fd: int, dir_fd: int, path: Path, docker: int | None, creat
     if extra and _may_chmod(st):
         os.fchmod(fd, mode & ~extra)
     elif mode & stat.S_IWOTH:
-        raise _refuse_file(path, f"anyone can write it (mode {mode:04o})",
-                           f"sudo chmod 0660 {path} (0600 unless its group is {DOCKER_GROUP})")  # fmt: skip
+        raise _refuse_file(
+            path,
+            f"anyone can write it (mode {mode:04o})",
+            f"sudo chmod 0660 {path} (0600 unless its group is {DOCKER_GROUP})",
+        )
 
 
 # --- taking it ---------------------------------------------------------------------------------
@@ -343,9 +363,11 @@ def _acquire(state_dir: Path, timeout_s: float) -> tuple[int, int]:
             try:
                 fd = _open_lock_file(dir_fd, path, docker_gid())
             except OSError as exc:
-                raise UsageError(f"cannot use the lock file {path}: {exc.strerror}",
-                                 hint=f"everyone who switches must be able to open it: chgrp {DOCKER_GROUP} and "
-                                      f"chmod 0660 it, or {_HINT_DIR}") from None  # fmt: skip
+                raise UsageError(
+                    f"cannot use the lock file {path}: {exc.strerror}",
+                    hint=f"everyone who switches must be able to open it: chgrp {DOCKER_GROUP} and "
+                    f"chmod 0660 it, or {_HINT_DIR}",
+                ) from None
             if not _flock(fd, deadline):
                 raise _timeout(f"another switch holds {path}", fd, path, timeout_s)
             if not _names(dir_fd, fd):
@@ -358,8 +380,13 @@ def _acquire(state_dir: Path, timeout_s: float) -> tuple[int, int]:
             if not _flock(dir_fd, deadline):
                 # We hold a lock file, yet another holder has the directory: its file was deleted or
                 # replaced while it held it.
-                raise _timeout(f"another switch holds the state directory {state_dir} (its lock file was deleted "
-                               "or replaced while held)", dir_fd, state_dir, timeout_s)  # fmt: skip
+                raise _timeout(
+                    f"another switch holds the state directory {state_dir} (its lock file was deleted "
+                    "or replaced while held)",
+                    dir_fd,
+                    state_dir,
+                    timeout_s,
+                )
             if not _is_dir(state_dir, dir_fd):  # renamed away and replaced since we opened it
                 if time.monotonic() >= deadline:
                     raise _timeout(f"the state directory {state_dir} kept being replaced", None, path, timeout_s)
@@ -385,12 +412,16 @@ def _timeout(what: str, fd: int | None, path: Path, timeout_s: float) -> LockTim
     if pid is not None:
         owner = _proc_uid(pid)
         who = f"held by pid {pid} ({_user(owner)})" if owner is not None else f"held by pid {pid}"
-        hint = (f"wait for it to finish, or raise --lock-timeout; if pid {pid} is stuck, stop it (kill {pid}): "
-                "the kernel releases the lock when it exits")  # fmt: skip
+        hint = (
+            f"wait for it to finish, or raise --lock-timeout; if pid {pid} is stuck, stop it (kill {pid}): "
+            "the kernel releases the lock when it exits"
+        )
     else:
         who = "held by another process"
-        hint = (f"wait for it to finish, or raise --lock-timeout; to find the holder: fuser -v {path} "
-                f"(or lsof {path}); stopping it releases the lock")  # fmt: skip
+        hint = (
+            f"wait for it to finish, or raise --lock-timeout; to find the holder: fuser -v {path} "
+            f"(or lsof {path}); stopping it releases the lock"
+        )
     return LockTimeoutError(f"{what}, {who}, after waiting {timeout_s:g} s", hint=hint)
 
 

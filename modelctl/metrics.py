@@ -22,31 +22,43 @@ class Metrics:
         self.swap_phase = Histogram(
             "modelctl_swap_phase_seconds",
             "Duration of each phase of a switch (plan, lock, stop, release = VRAM release wait, start, load)",
-            ["phase"], buckets=SWAP_BUCKETS, registry=r,
-        )  # fmt: skip
+            ["phase"],
+            buckets=SWAP_BUCKETS,
+            registry=r,
+        )
         self.swap_ready = Histogram(
             "modelctl_swap_seconds",
             "Whole switch duration, from the request until the model is ready (or the switch failed)",
-            ["outcome"], buckets=SWAP_BUCKETS, registry=r,
-        )  # fmt: skip
+            ["outcome"],
+            buckets=SWAP_BUCKETS,
+            registry=r,
+        )
         self.swaps = Counter(
-            "modelctl_swaps", "Switches by target profile, origin (api, proxy) and outcome (switched, unchanged, failed)",
-            ["profile", "origin", "outcome"], registry=r,
-        )  # fmt: skip
+            "modelctl_swaps",
+            "Switches by target profile, origin (api, proxy) and outcome (switched, unchanged, failed)",
+            ["profile", "origin", "outcome"],
+            registry=r,
+        )
         self.queue_length = Gauge("modelctl_proxy_queue_length", "Proxy requests waiting for their model", registry=r)
         self.queue_wait = Histogram(
-            "modelctl_proxy_queue_wait_seconds", "Time a proxy request waited for its model to be active",
-            ["profile"], buckets=WAIT_BUCKETS, registry=r,
-        )  # fmt: skip
+            "modelctl_proxy_queue_wait_seconds",
+            "Time a proxy request waited for its model to be active",
+            ["profile"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
         self.requests = Counter(
             "modelctl_proxy_requests", "Proxy requests by profile and HTTP status", ["profile", "status"], registry=r
         )
-        self.inflight = Gauge("modelctl_proxy_inflight_requests", "Proxy requests being served upstream",
-                              ["profile"], registry=r)  # fmt: skip
-        self.rejected = Counter("modelctl_proxy_rejected", "Proxy requests refused because the queue was full",
-                                registry=r)  # fmt: skip
-        self.active = Gauge("modelctl_proxy_active_model", "1 for the model the proxy serves now", ["profile"],
-                            registry=r)  # fmt: skip
+        self.inflight = Gauge(
+            "modelctl_proxy_inflight_requests", "Proxy requests being served upstream", ["profile"], registry=r
+        )
+        self.rejected = Counter(
+            "modelctl_proxy_rejected", "Proxy requests refused because the queue was full", registry=r
+        )
+        self.active = Gauge(
+            "modelctl_proxy_active_model", "1 for the model the proxy serves now", ["profile"], registry=r
+        )
 
     def observe_switch(self, profile: str, origin: str, outcome: str, phases: dict[str, float], total_s: float) -> None:
         self.swaps.labels(profile, origin, outcome).inc()

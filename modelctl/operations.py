@@ -19,11 +19,10 @@ import asyncio
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from .controller import DEFAULT_LOCK_TIMEOUT_S, Controller
@@ -89,7 +88,7 @@ class Operation:
 
     def begin(self) -> None:
         self.phase, self.detail = self.kind, ""
-        self.since = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        self.since = datetime.now(UTC).isoformat(timespec="milliseconds")
         self.clock = PhaseClock(self._on_phase)
 
     def _on_phase(self, phase: str, detail: str) -> None:

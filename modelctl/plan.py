@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import __version__
 from .errors import DoesNotFitError
@@ -30,6 +30,7 @@ START_MARGIN_GIB = 0.6
 # Cards report a little under their nominal size (a "12 GB" RTX 4070 Ti shows 11.99 GiB), so
 # tier N applies from N minus this much.
 TIER_TOLERANCE_GIB = 0.5
+
 
 @dataclass(frozen=True)
 class Sizing:
@@ -99,9 +100,12 @@ def choose_sizing(profile: Profile, gpu: GpuBudget) -> Sizing:
     for size, tier in sorted(profile.tiers.items(), reverse=True):
         if gpu.total_gib >= size - TIER_TOLERANCE_GIB and fits(tier.vram_gib, gpu):
             return Sizing(
-                tier.vram_gib, tier.max_model_len, tier.max_num_seqs, size,
+                tier.vram_gib,
+                tier.max_model_len,
+                tier.max_num_seqs,
+                size,
                 f"tier {size} GiB: the largest of {sorted(profile.tiers)} for a {gpu.total_gib:.2f} GiB GPU",
-            )  # fmt: skip
+            )
     reason = "the profile's own values"
     if profile.tiers:
         reason += f" (no tier of {sorted(profile.tiers)} applies to a {gpu.total_gib:.2f} GiB GPU)"

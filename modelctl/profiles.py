@@ -18,6 +18,7 @@ from .vllm.flags import MANAGED_FLAGS
 
 ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]*$", max_length=63)]
 
+
 class Tier(BaseModel):
     """Tuned values for GPUs of at least this size (the key of `tiers`, in GiB)."""
 

@@ -32,9 +32,18 @@ from .scheduler import Scheduler
 log = logging.getLogger("modelctl.proxy")
 
 HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length", "expect",
-}  # fmt: skip
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+}
 JSON_IN_THREAD_BYTES = 1 << 20  # parse bodies above this size off the event loop
 
 # The profile name of the model that is loaded and answers, or None (a read beside the worker).
@@ -53,8 +62,11 @@ class UpstreamResponse(Response):
         self.release = release
         self.status_code = upstream.status_code
         self.background = None
-        self.raw_headers = [(k.lower(), v) for k, v in upstream.headers.raw
-                            if k.decode("latin-1").lower() not in HOP_BY_HOP - {"content-length"}]  # fmt: skip
+        self.raw_headers = [
+            (k.lower(), v)
+            for k, v in upstream.headers.raw
+            if k.decode("latin-1").lower() not in HOP_BY_HOP - {"content-length"}
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def pump() -> None:
@@ -145,11 +157,20 @@ class Proxy:
         profiles = (await asyncio.to_thread(self.catalog.load)).profiles
         loaded = await self.loaded_model()
         return [
-            {"id": p.served_name, "object": "model", "created": 0, "owned_by": "modelctl", "root": p.model,
-             "parent": None, "max_model_len": p.max_model_len, "profile": p.name, "aliases": p.names[1:],
-             "loaded": p.name == loaded}
+            {
+                "id": p.served_name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "modelctl",
+                "root": p.model,
+                "parent": None,
+                "max_model_len": p.max_model_len,
+                "profile": p.name,
+                "aliases": p.names[1:],
+                "loaded": p.name == loaded,
+            }
             for p in profiles.values()
-        ]  # fmt: skip
+        ]
 
     async def list_models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": await self._model_entries()})
@@ -167,17 +188,20 @@ class Proxy:
         data = None
         if body:
             try:
-                data = await asyncio.to_thread(json.loads, body) if len(body) > JSON_IN_THREAD_BYTES else json.loads(body)
+                data = (
+                    await asyncio.to_thread(json.loads, body) if len(body) > JSON_IN_THREAD_BYTES else json.loads(body)
+                )
             except ValueError:
                 data = None
         model = data.get("model") if isinstance(data, dict) else None
         if model is None:
             model = self.default_profile
             if not model:
-                raise UsageError("the request names no model: send JSON with a \"model\" field",
-                                 hint="GET /v1/models lists the models")  # fmt: skip
+                raise UsageError(
+                    'the request names no model: send JSON with a "model" field', hint="GET /v1/models lists the models"
+                )
         if not isinstance(model, str):
-            raise UsageError(f"\"model\" must be a string, got {type(model).__name__}")
+            raise UsageError(f'"model" must be a string, got {type(model).__name__}')
         profiles = await asyncio.to_thread(self.catalog.load)
         try:
             profile = profiles.find(model)
@@ -218,12 +242,15 @@ class Proxy:
         self.metrics.requests.labels(profile.name, str(upstream.status_code)).inc()
         return UpstreamResponse(upstream, lambda: self.scheduler.release(profile.name))
 
-    async def _send(self, profile: str, path: str, query: str, method: str, headers: list, body: bytes) -> httpx.Response:
+    async def _send(
+        self, profile: str, path: str, query: str, method: str, headers: list, body: bytes
+    ) -> httpx.Response:
         """Acquire the model, send the request upstream, return the response with its body unread."""
         for attempt in (1, 2):
             url = await self.scheduler.acquire(profile)
-            request = self.client.build_request(method, f"{url}{path}" + (f"?{query}" if query else ""),
-                                                headers=headers, content=body)  # fmt: skip
+            request = self.client.build_request(
+                method, f"{url}{path}" + (f"?{query}" if query else ""), headers=headers, content=body
+            )
             try:
                 response = await self.client.send(request, stream=True)
                 if attempt == 1 and method == "POST" and response.status_code == 404:
@@ -233,13 +260,17 @@ class Proxy:
                 self.scheduler.release(profile)
                 self.scheduler.forget(profile)
                 if attempt == 2:
-                    raise UpstreamError(f"{profile}'s server at {url} refused the connection: {exc}",
-                                        hint=f"see `modelctl logs {profile}`") from None  # fmt: skip
+                    raise UpstreamError(
+                        f"{profile}'s server at {url} refused the connection: {exc}",
+                        hint=f"see `modelctl logs {profile}`",
+                    ) from None
                 continue
             except httpx.TransportError as exc:
                 self.scheduler.release(profile)
-                raise UpstreamError(f"{profile}'s server at {url} failed: {type(exc).__name__}: {exc}",
-                                    hint=f"see `modelctl logs {profile}`") from None  # fmt: skip
+                raise UpstreamError(
+                    f"{profile}'s server at {url} failed: {type(exc).__name__}: {exc}",
+                    hint=f"see `modelctl logs {profile}`",
+                ) from None
             except BaseException:
                 self.scheduler.release(profile)
                 raise

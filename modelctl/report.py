@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from .results import GpuReport, Status, SwitchResult
 from .errors import ModelctlError, NotReadyError
 from .footprints import Footprint
 from .plan import Plan
+from .results import GpuReport, Status, SwitchResult
 
 
 def plan_json(plan: Plan, measured: Footprint | None = None) -> dict[str, Any]:
@@ -53,9 +53,14 @@ def status_json(status: Status) -> dict[str, Any]:
     """The status document of DESIGN.md (contract): active, containers, gpu."""
     active = status.active
     return {
-        "active": None if active is None else {
-            "profile": active.profile, "container": active.container, "ready": active.ready,
-            "url": active.url, "served_model": active.served_model,
+        "active": None
+        if active is None
+        else {
+            "profile": active.profile,
+            "container": active.container,
+            "ready": active.ready,
+            "url": active.url,
+            "served_model": active.served_model,
         },
         "containers": [
             {"name": c.name, "profile": c.profile, "state": c.state, "image": c.image, "id": c.id[:12]}
@@ -66,7 +71,7 @@ def status_json(status: Status) -> dict[str, Any]:
             name: {"measured_gib": fp.measured_gib, "vram_gib": fp.vram_gib, "exceeds": fp.exceeds}
             for name, fp in status.footprints.items()
         },
-    }  # fmt: skip
+    }
 
 
 def gpu_json(report: GpuReport) -> dict[str, Any]:
@@ -80,15 +85,23 @@ def gpu_json(report: GpuReport) -> dict[str, Any]:
         "source": report.budget.source,
         "estimated_used_gib": report.estimated_used_gib,
         "devices": [
-            {"index": d.index, "name": d.name, "total_gib": round(d.total_gib, 3), "free_gib": round(d.free_gib, 3),
-             "used_gib": round(d.used_gib, 3), "processes_listed": d.processes is not None}
+            {
+                "index": d.index,
+                "name": d.name,
+                "total_gib": round(d.total_gib, 3),
+                "free_gib": round(d.free_gib, 3),
+                "used_gib": round(d.used_gib, 3),
+                "processes_listed": d.processes is not None,
+            }
             for d in state.devices
         ],
-        "processes": None if report.holders is None else [
+        "processes": None
+        if report.holders is None
+        else [
             {"device": h.device, "pid": h.pid, "name": h.name, "used_gib": h.used_gib, "container": h.container}
             for h in report.holders
         ],
-    }  # fmt: skip
+    }
 
 
 def error_json(error: ModelctlError) -> dict[str, Any]:

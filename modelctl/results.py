@@ -45,7 +45,11 @@ class GpuHolder:
 
     def __str__(self) -> str:
         amount = f"{self.used_gib:.1f} GiB" if self.used_gib is not None else "an unknown amount"
-        where = f"container {self.container} (pid {self.pid} {self.name})" if self.container else f"pid {self.pid} {self.name}"
+        where = (
+            f"container {self.container} (pid {self.pid} {self.name})"
+            if self.container
+            else f"pid {self.pid} {self.name}"
+        )
         return f"{amount} held by {where}"
 
 

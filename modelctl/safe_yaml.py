@@ -56,7 +56,7 @@ class _Refused(Exception):
 class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases where they first appear."""
 
-    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+    def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             kind = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"

@@ -91,7 +91,7 @@ def redact_words(words: Iterable[str]) -> list[str]:
     for word in words:
         name, sep, value = word.partition("=")
         after_secret_flag = bool(shown) and shown[-1].startswith("-") and is_secret_name(shown[-1])
-        if after_secret_flag or is_secret_value(word) and not sep:
+        if after_secret_flag or (is_secret_value(word) and not sep):
             shown.append(MASK)
         elif sep and (is_secret_name(name) or is_secret_value(value)):
             shown.append(f"{name}={MASK}")

@@ -109,7 +109,9 @@ class Service:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
             client = request.client.host if request.client else "?"
-            log.warning("refused %s %s from %s: missing or wrong bearer token", request.method, request.url.path, client)
+            log.warning(
+                "refused %s %s from %s: missing or wrong bearer token", request.method, request.url.path, client
+            )
             raise Unauthorized(
                 "missing or wrong bearer token",
                 hint="send `Authorization: Bearer <token>` with the service's MODELCTL_API_TOKEN",

@@ -49,8 +49,10 @@ def docker_client():
     except docker.errors.DockerException as exc:
         unavailable(f"no Docker engine at {os.environ['DOCKER_HOST']}: {exc}")
     if TEST_ENGINE_LABEL not in (info.get("Labels") or []):
-        unavailable(f"the engine at {os.environ['DOCKER_HOST']} is not a test engine ({TEST_ENGINE_LABEL}); "
-                    "the tests remove containers, so they only run on the one .ci/run starts")  # fmt: skip
+        unavailable(
+            f"the engine at {os.environ['DOCKER_HOST']} is not a test engine ({TEST_ENGINE_LABEL}); "
+            "the tests remove containers, so they only run on the one .ci/run starts"
+        )
     try:
         client.images.get(STANDIN_IMAGE)
     except docker.errors.ImageNotFound:
@@ -143,7 +145,9 @@ def running_vllm(client) -> list[str]:
     """Names of the running vLLM server containers, the way a person would count them."""
     names = []
     for c in client.containers.list():
-        command = " ".join(c.attrs["Config"].get("Entrypoint") or []) + " " + " ".join(c.attrs["Config"].get("Cmd") or [])
+        command = (
+            " ".join(c.attrs["Config"].get("Entrypoint") or []) + " " + " ".join(c.attrs["Config"].get("Cmd") or [])
+        )
         image = c.attrs["Config"]["Image"]
         if image.startswith("vllm/vllm-openai") or "vllm serve" in command or c.labels.get("modelctl.managed"):
             names.append(c.name)

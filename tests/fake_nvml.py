@@ -78,8 +78,10 @@ class FakeNvml:
         return SimpleNamespace(total=total, free=int(free * GIB), used=total - int(free * GIB))
 
     def _records(self, processes: list[FakeProcess]) -> list[SimpleNamespace]:
-        return [SimpleNamespace(pid=p.pid, usedGpuMemory=None if p.used_gib is None else int(p.used_gib * GIB))
-                for p in processes]  # fmt: skip
+        return [
+            SimpleNamespace(pid=p.pid, usedGpuMemory=None if p.used_gib is None else int(p.used_gib * GIB))
+            for p in processes
+        ]
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeDevice) -> list[SimpleNamespace]:
         if handle.processes is None:

@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-
 from conftest import REPO, STANDIN_IMAGE, free_port, remove_all_containers, running_vllm, unavailable
 
 pytestmark = pytest.mark.engine
@@ -61,8 +60,12 @@ def image(docker_client) -> str:
             if not shutil.which("debootstrap") or os.geteuid() != 0:
                 unavailable("modelctl-base:bookworm is missing and cannot be made here (needs root and debootstrap)")
     began = time.monotonic()
-    done = subprocess.run(["bash", str(REPO / "scripts" / "build-image.sh"), *args, "--tag", IMAGE],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-image.sh"), *args, "--tag", IMAGE],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, f"scripts/build-image.sh failed:\n{done.stderr[-3000:]}"
     sys.stderr.write(f"\n{done.stderr.strip()}\n(image ready in {time.monotonic() - began:.1f} s)\n")
     return IMAGE
@@ -96,21 +99,35 @@ class Deployment:
         return f"http://{self.settings['MODELCTL_LISTEN']}"
 
     def profile(self, name: str, load_s: float = 0.3) -> None:
-        (self.profiles_dir / f"{name}.yaml").write_text(yaml.safe_dump({
-            "name": name, "model": f"standin/{name}", "image": STANDIN_IMAGE, "vram_gib": 4.0,
-            "max_model_len": 4096, "max_num_seqs": 2, "port": free_port(),
-            "env": {"STANDIN_LOAD_SECONDS": str(load_s)},
-        }))  # fmt: skip
+        (self.profiles_dir / f"{name}.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "name": name,
+                    "model": f"standin/{name}",
+                    "image": STANDIN_IMAGE,
+                    "vram_gib": 4.0,
+                    "max_model_len": 4096,
+                    "max_num_seqs": 2,
+                    "port": free_port(),
+                    "env": {"STANDIN_LOAD_SECONDS": str(load_s)},
+                }
+            )
+        )
 
-    def compose(self, *args: str, files: tuple[Path, ...] = (COMPOSE_FILE,), timeout: float = 120) -> subprocess.CompletedProcess:
+    def compose(
+        self, *args: str, files: tuple[Path, ...] = (COMPOSE_FILE,), timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         env_file = self.root / "compose.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in self.settings.items()))
         argv = [str(self.compose_bin), "--env-file", str(env_file)]
         for path in files:
             argv += ["-f", str(path)]
         # Only what compose itself needs from this process; every setting comes from the env file.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root),
-               "DOCKER_HOST": os.environ["DOCKER_HOST"]}  # fmt: skip
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.root),
+            "DOCKER_HOST": os.environ["DOCKER_HOST"],
+        }
         return subprocess.run([*argv, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
     def up(self) -> None:
@@ -124,11 +141,16 @@ class Deployment:
             "HOME": str(self.root),
             "PYTHONPATH": str(REPO),
             "DOCKER_HOST": os.environ["DOCKER_HOST"],
-            **{k: v for k, v in self.settings.items() if k.startswith("MODELCTL_") and k not in
-               ("MODELCTL_LISTEN", "MODELCTL_API_TOKEN", "MODELCTL_DEFAULT_PROFILE", "MODELCTL_IMAGE")},
-        }  # fmt: skip
-        return subprocess.run([sys.executable, "-m", "modelctl", *args], env=env, capture_output=True,
-                              text=True, timeout=timeout)  # fmt: skip
+            **{
+                k: v
+                for k, v in self.settings.items()
+                if k.startswith("MODELCTL_")
+                and k not in ("MODELCTL_LISTEN", "MODELCTL_API_TOKEN", "MODELCTL_DEFAULT_PROFILE", "MODELCTL_IMAGE")
+            },
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "modelctl", *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
 
     def api(self, method: str, path: str, token: str | None = TOKEN, timeout: float = 120) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -139,6 +161,7 @@ class Deployment:
 
     def wait_settled(self, timeout: float = 30) -> dict[str, Any]:
         """The status once the service is idle and a model answers."""
+
         def settled() -> dict[str, Any] | None:
             response = self.api("GET", "/api/status", timeout=5)
             data = response.json() if response.status_code == 200 else {}
@@ -263,9 +286,22 @@ def test_every_setting_of_the_compose_files_is_documented_in_env_example(compose
     assert used - {"HOME"} <= documented, f"not in compose/.env.example: {sorted(used - {'HOME'} - documented)}"
 
     # The example as a user copies it gives a valid configuration (no engine needed for this).
-    done = subprocess.run([str(compose_bin), "--env-file", str(REPO / "compose" / ".env.example"), "-f", str(COMPOSE_FILE),
-                           "config", "--format", "json"], capture_output=True, text=True, timeout=60,
-                          env={"PATH": os.environ.get("PATH", ""), "HOME": "/home/you"})  # fmt: skip
+    done = subprocess.run(
+        [
+            str(compose_bin),
+            "--env-file",
+            str(REPO / "compose" / ".env.example"),
+            "-f",
+            str(COMPOSE_FILE),
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": "/home/you"},
+    )
     assert done.returncode == 0, done.stderr
     env = json.loads(done.stdout)["services"]["modelctl"]["environment"]
     assert env["MODELCTL_LISTEN"] == "127.0.0.1:8080"
@@ -298,7 +334,12 @@ def test_the_api_needs_the_token_when_one_is_set(deployment: Deployment) -> None
     deployment.wait_health()
     assert deployment.api("GET", "/health", token=None).status_code == 200
     for token in (None, "wrong"):
-        for method, path in (("GET", "/api/status"), ("GET", "/api/profiles"), ("POST", "/api/switch/b"), ("POST", "/api/stop")):
+        for method, path in (
+            ("GET", "/api/status"),
+            ("GET", "/api/profiles"),
+            ("POST", "/api/switch/b"),
+            ("POST", "/api/stop"),
+        ):
             response = deployment.api(method, path, token=token)
             assert response.status_code == 401, (method, path, response.text)
             assert response.json()["error"]["code"] == 2

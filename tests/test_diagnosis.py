@@ -78,8 +78,9 @@ def test_known_vllm_failures(text, cause, advice):
 
 
 def test_engine_errors_for_port_and_image():
-    port = diagnose("driver failed programming external connectivity: Bind for 127.0.0.1:8000 failed: "
-                    "port is already allocated")  # fmt: skip
+    port = diagnose(
+        "driver failed programming external connectivity: Bind for 127.0.0.1:8000 failed: port is already allocated"
+    )
     assert port is not None and "port is already in use" in port.cause
     image = diagnose("pull access denied for vllm/vllm-openai, repository does not exist")
     assert image is not None and "could not be found" in image.cause
@@ -95,5 +96,7 @@ def test_clean_log_has_no_diagnosis():
 
 
 def test_evidence_is_the_line_the_cause_came_from():
-    found = diagnose(log("Traceback (most recent call last):", "  x = 1", "torch.OutOfMemoryError: CUDA out of memory. Tried"))
+    found = diagnose(
+        log("Traceback (most recent call last):", "  x = 1", "torch.OutOfMemoryError: CUDA out of memory. Tried")
+    )
     assert found is not None and found.evidence == "torch.OutOfMemoryError: CUDA out of memory. Tried"

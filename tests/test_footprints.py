@@ -102,9 +102,11 @@ def test_a_linked_footprints_file_is_not_followed(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="modelctl"):
         assert read_footprints(state) == {}
     assert warnings_of(caplog) == [
-        (f"ignoring {state}/footprints.json: it is a symbolic link, never followed "
-         "(measurements are only advice; the next switch rewrites it)")
-    ]  # fmt: skip
+        (
+            f"ignoring {state}/footprints.json: it is a symbolic link, never followed "
+            "(measurements are only advice; the next switch rewrites it)"
+        )
+    ]
     record_footprint(state, "dots-ocr", FP)
     assert elsewhere.read_text() == json.dumps(DOCUMENT)  # replaced the link, not written through it
     assert not (state / "footprints.json").is_symlink()
@@ -122,9 +124,11 @@ def test_footprints_of_another_user_are_ignored(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="modelctl"):
         assert read_footprints(tmp_path) == {}
     assert warnings_of(caplog) == [
-        (f"ignoring {tmp_path}/footprints.json: it belongs to uid {uid}, not to you, root or the docker group "
-         "(measurements are only advice; the next switch rewrites it)")
-    ]  # fmt: skip
+        (
+            f"ignoring {tmp_path}/footprints.json: it belongs to uid {uid}, not to you, root or the docker group "
+            "(measurements are only advice; the next switch rewrites it)"
+        )
+    ]
 
 
 def test_no_state_directory_yet_means_no_footprints_and_no_warning(tmp_path, caplog):

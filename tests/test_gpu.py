@@ -6,10 +6,10 @@ import sys
 
 import pynvml
 import pytest
-
 from fake_nvml import FakeDevice, FakeNvml, FakeProcess
-from modelctl.results import GpuHolder
+
 from modelctl.gpu import NvmlGpu
+from modelctl.results import GpuHolder
 from modelctl.settings import Settings
 
 
@@ -42,14 +42,24 @@ def test_gpus_none_never_asks_nvml():
 
 
 def test_device_memory_and_processes():
-    nvml = FakeNvml([FakeDevice(free_gib=3.0, processes=[FakeProcess(4242, "/usr/bin/python3", 3.9)],
-                                graphics=[FakeProcess(1201, "Xorg", 0.25)])])  # fmt: skip
+    nvml = FakeNvml(
+        [
+            FakeDevice(
+                free_gib=3.0,
+                processes=[FakeProcess(4242, "/usr/bin/python3", 3.9)],
+                graphics=[FakeProcess(1201, "Xorg", 0.25)],
+            )
+        ]
+    )
     state = read(nvml)
     assert state.mode == "nvml" and state.driver_version == "550.54.14"
     device = state.planning_device
     assert device.name == "NVIDIA GeForce RTX 4070 Ti"
     assert device.total_gib == pytest.approx(11.99) and device.free_gib == pytest.approx(3.0)
-    assert [(p.pid, p.name, round(p.used_gib, 2)) for p in device.processes] == [(4242, "python3", 3.9), (1201, "Xorg", 0.25)]
+    assert [(p.pid, p.name, round(p.used_gib, 2)) for p in device.processes] == [
+        (4242, "python3", 3.9),
+        (1201, "Xorg", 0.25),
+    ]
     budget = state.budget(Settings())
     assert budget.total_gib == pytest.approx(11.99) and budget.source == "NVML: GPU 0 NVIDIA GeForce RTX 4070 Ti"
 

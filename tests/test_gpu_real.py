@@ -15,8 +15,7 @@ import time
 
 import pytest
 
-from modelctl.gpu import NvmlGpu
-from modelctl.gpu import GpuBudget
+from modelctl.gpu import GpuBudget, NvmlGpu
 from modelctl.plan import make_plan
 from modelctl.profiles import Profile
 from modelctl.settings import Settings
@@ -87,8 +86,9 @@ def test_the_wait_blocks_while_the_holder_lives_and_passes_at_its_exit(gpu, hold
 
 def test_plan_for_a_12_gib_budget_on_this_card(gpu):
     budget = gpu.read().budget(Settings())
-    profile = Profile(name="twelve", model="m", image="vllm/vllm-openai:v0.11.1", vram_gib=12.0,
-                      max_model_len=8192, max_num_seqs=4)  # fmt: skip
+    profile = Profile(
+        name="twelve", model="m", image="vllm/vllm-openai:v0.11.1", vram_gib=12.0, max_model_len=8192, max_num_seqs=4
+    )
     plan = make_plan(profile, GpuBudget(budget.total_gib, budget.source), Settings(gpus="0"))
     expected = math.ceil(round(12.0 / budget.total_gib * 100, 6)) / 100
     print(f"\n12 GiB on {budget.source} ({budget.total_gib:.2f} GiB): --gpu-memory-utilization {plan.utilization}")

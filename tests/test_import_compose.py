@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelctl.compose_import import import_compose, parse_dotenv, profile_name, render_profile
 from modelctl.catalog import read_profiles
+from modelctl.compose_import import import_compose, parse_dotenv, profile_name, render_profile
 from modelctl.profiles import load_profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,8 +131,9 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         "MODELCTL_GPU_TOTAL_GIB": "12",
         "HF_TOKEN": HF_SECRET,  # set in the shell, as users have it: must not reach a profile either
     }
-    return subprocess.run([sys.executable, "-m", "modelctl", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "modelctl", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture
@@ -156,19 +157,32 @@ def test_three_vllm_services_give_three_valid_profiles(compose_file: Path, tmp_p
     assert set(profiles) == {"dots-ocr", "qwen3-vl", "deepseek-ocr"}
     assert report["ignored"] == ["redis", "pipeline"]
     assert {w["service"]: w["profile"] for w in report["written"]} == {
-        "vllm-dots-ocr": "dots-ocr", "vllm-qwen3-vl": "qwen3-vl", "deepseek_ocr": "deepseek-ocr",
-    }  # fmt: skip
+        "vllm-dots-ocr": "dots-ocr",
+        "vllm-qwen3-vl": "qwen3-vl",
+        "deepseek_ocr": "deepseek-ocr",
+    }
 
     dots = profiles["dots-ocr"]
     assert (dots.model, dots.image, dots.port) == ("rednote-hilab/dots.ocr", "vllm/vllm-openai:v0.11.0", 8000)
     assert (dots.max_model_len, dots.max_num_seqs, dots.vram_gib) == (1024, 1, 4.8)  # 0.40 x 12 GiB
     assert dots.served_model_name == "dots.ocr"  # clients keep the name they use today
-    assert dots.vllm_args == ["--trust-remote-code", "--dtype", "bfloat16", "--enforce-eager",
-                              "--chat-template-content-format", "string"]  # fmt: skip
+    assert dots.vllm_args == [
+        "--trust-remote-code",
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+        "--chat-template-content-format",
+        "string",
+    ]
     assert dots.env == {"VLLM_USE_V1": "1"}
 
     qwen = profiles["qwen3-vl"]  # `bash -c` with a command string: the vllm serve step, positional model
-    assert (qwen.model, qwen.port, qwen.max_model_len, qwen.max_num_seqs) == ("Qwen/Qwen3-VL-2B-Instruct", 8001, 8192, 4)
+    assert (qwen.model, qwen.port, qwen.max_model_len, qwen.max_num_seqs) == (
+        "Qwen/Qwen3-VL-2B-Instruct",
+        8001,
+        8192,
+        4,
+    )
     assert qwen.vram_gib == 4.4  # 0.37 x 12 = 4.44, rounded down: the plan never asks for more
     assert qwen.served_model_name == "Qwen/Qwen3-VL-2B-Instruct"  # vLLM's default served name
     assert qwen.vllm_args == ["--limit-mm-per-prompt.video", "0"]  # --port and --host are modelctl's
@@ -179,9 +193,12 @@ def test_three_vllm_services_give_three_valid_profiles(compose_file: Path, tmp_p
     assert deepseek.vram_gib == 8.4
     assert deepseek.max_num_seqs == 2  # "many" is not a number: the assumed default, reported
     assert deepseek.vllm_args[:5] == [
-        "--logits-processors", "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor",
-        "--no-enable-prefix-caching", "--mm-processor-cache-gb", "0",
-    ]  # fmt: skip
+        "--logits-processors",
+        "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor",
+        "--no-enable-prefix-caching",
+        "--mm-processor-cache-gb",
+        "0",
+    ]
     assert deepseek.env == {"CUDA_VISIBLE_DEVICES": "0"}
 
     for path in out.iterdir():
@@ -225,10 +242,19 @@ def test_an_existing_profile_is_never_overwritten_without_force(compose_file: Pa
     out = tmp_path / "profiles"
     out.mkdir()
     mine = out / "qwen3-vl.yaml"
-    mine.write_text("# tuned by hand\n" + yaml.safe_dump({
-        "name": "qwen3-vl", "model": "Qwen/Qwen3-VL-2B-Instruct", "image": "vllm/vllm-openai:v0.11.1",
-        "vram_gib": 7.4, "max_model_len": 8192, "max_num_seqs": 2,
-    }))  # fmt: skip
+    mine.write_text(
+        "# tuned by hand\n"
+        + yaml.safe_dump(
+            {
+                "name": "qwen3-vl",
+                "model": "Qwen/Qwen3-VL-2B-Instruct",
+                "image": "vllm/vllm-openai:v0.11.1",
+                "vram_gib": 7.4,
+                "max_model_len": 8192,
+                "max_num_seqs": 2,
+            }
+        )
+    )
     before = mine.read_text()
 
     done = cli("import-compose", str(compose_file), "--out", str(out))
@@ -250,10 +276,19 @@ def test_an_existing_profile_is_never_overwritten_without_force(compose_file: Pa
 def test_a_name_another_profile_claims_is_refused(compose_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "profiles"
     out.mkdir()
-    (out / "dots.yaml").write_text(yaml.safe_dump({
-        "name": "dots", "model": "rednote-hilab/dots.ocr", "image": "vllm/vllm-openai:v0.11.1",
-        "vram_gib": 8.5, "max_model_len": 12288, "max_num_seqs": 2, "aliases": ["dots.ocr"],
-    }))  # fmt: skip
+    (out / "dots.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "dots",
+                "model": "rednote-hilab/dots.ocr",
+                "image": "vllm/vllm-openai:v0.11.1",
+                "vram_gib": 8.5,
+                "max_model_len": 12288,
+                "max_num_seqs": 2,
+                "aliases": ["dots.ocr"],
+            }
+        )
+    )
     done = cli("import-compose", str(compose_file), "--out", str(out))
     assert done.returncode == 2
     assert "'dots.ocr' is already used by" in done.stderr and "dots.yaml" in done.stderr
@@ -280,9 +315,15 @@ def one(compose: str, **kwargs):
 
 @pytest.mark.parametrize(
     ("service", "name"),
-    [("vllm-dots-ocr", "dots-ocr"), ("vllm_qwen3_vl", "qwen3-vl"), ("Qwen2-VL_vllm", "qwen2-vl"),
-     ("vllm", "vllm"), ("dots.ocr", "dots.ocr"), ("__OCR__", "ocr")],
-)  # fmt: skip
+    [
+        ("vllm-dots-ocr", "dots-ocr"),
+        ("vllm_qwen3_vl", "qwen3-vl"),
+        ("Qwen2-VL_vllm", "qwen2-vl"),
+        ("vllm", "vllm"),
+        ("dots.ocr", "dots.ocr"),
+        ("__OCR__", "ocr"),
+    ],
+)
 def test_profile_names_from_service_names(service: str, name: str) -> None:
     assert profile_name(service) == name
 
@@ -338,11 +379,18 @@ services:
 
 @pytest.mark.parametrize(
     ("ports", "port"),
-    [('["8080:8000"]', 8080), ('["0.0.0.0:8081:8000/tcp"]', 8081), ('["9000:9000", "8082:8000"]', 8082),
-     ("[{target: 8000, published: '8083', host_ip: 127.0.0.1}]", 8083), ('["8000"]', 8000)],
-)  # fmt: skip
+    [
+        ('["8080:8000"]', 8080),
+        ('["0.0.0.0:8081:8000/tcp"]', 8081),
+        ('["9000:9000", "8082:8000"]', 8082),
+        ("[{target: 8000, published: '8083', host_ip: 127.0.0.1}]", 8083),
+        ('["8000"]', 8000),
+    ],
+)
 def test_the_host_side_of_vllms_port(ports: str, port: int) -> None:
-    item, _ = one(f"services:\n  m:\n    image: vllm/vllm-openai:v0.11.1\n    command: --model org/m\n    ports: {ports}\n")
+    item, _ = one(
+        f"services:\n  m:\n    image: vllm/vllm-openai:v0.11.1\n    command: --model org/m\n    ports: {ports}\n"
+    )
     assert item.profile.port == port
 
 
@@ -352,7 +400,11 @@ def test_variables_resolve_as_compose_would() -> None:
         "    command: --model ${MODEL} --max-model-len ${LEN:-2048} --chat-template-content-format $${X}\n"
     )
     item, result = one(compose, variables=parse_dotenv("# the .env\nMODEL='org/m'\nexport LEN=4096  # tuned\n"))
-    assert (item.profile.image, item.profile.model, item.profile.max_model_len) == ("vllm/vllm-openai:v0.11.1", "org/m", 4096)
+    assert (item.profile.image, item.profile.model, item.profile.max_model_len) == (
+        "vllm/vllm-openai:v0.11.1",
+        "org/m",
+        4096,
+    )
     assert item.profile.vllm_args == ["--chat-template-content-format", "${X}"]
     assert not result.dropped
 
@@ -363,7 +415,9 @@ def test_variables_resolve_as_compose_would() -> None:
 def test_credentials_in_flags_never_reach_a_profile() -> None:
     item, result = one(
         "services:\n  m:\n    image: vllm/vllm-openai:v0.11.1\n"
-        "    command: --model org/m --api-key ${VLLM_API_KEY} --hf-token=" + HF_SECRET + " --max-num-batched-tokens 8192"
+        "    command: --model org/m --api-key ${VLLM_API_KEY} --hf-token="
+        + HF_SECRET
+        + " --max-num-batched-tokens 8192"
         " --tokenizer org/tok --served-model-name m\n    environment: [MAX_TOKENS=512]\n",
         variables={"VLLM_API_KEY": "sk-local-0123456789abcdef"},
     )
@@ -385,8 +439,10 @@ def test_credentials_in_flags_never_reach_a_profile() -> None:
 
 
 def test_served_model_names_become_served_name_and_aliases() -> None:
-    item, _ = one("services:\n  vllm-m:\n    image: vllm/vllm-openai:v0.11.1\n"
-                  "    command: vllm serve org/M --served-model-name m-fast m-ocr m\n")  # fmt: skip
+    item, _ = one(
+        "services:\n  vllm-m:\n    image: vllm/vllm-openai:v0.11.1\n"
+        "    command: vllm serve org/M --served-model-name m-fast m-ocr m\n"
+    )
     assert item.profile.name == "m"
     assert item.profile.served_model_name == "m-fast"
     assert item.profile.aliases == ["m-ocr"]  # "m" is the profile's name already

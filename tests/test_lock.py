@@ -47,8 +47,13 @@ else:
 
 @contextmanager
 def holder(how: str, state: Path, written: str = ""):
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, how, str(state), written], cwd=REPO,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, how, str(state), written],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "held"
         yield proc
@@ -317,7 +322,7 @@ def test_symlinked_state_directory_of_another_user_is_refused(tmp_path):
 def test_unusable_state_directory_is_a_clear_usage_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UsageError, match="(?s)cannot use the state directory .*MODELCTL_STATE_DIR"):
+    with pytest.raises(UsageError, match=r"(?s)cannot use the state directory .*MODELCTL_STATE_DIR"):
         with switch_lock(blocker / "state", timeout_s=0.1):
             pass
 

@@ -12,8 +12,15 @@ from modelctl.settings import Settings
 
 
 def profile(name: str = "demo", vram_gib: float = 4.2, **keys) -> Profile:
-    return Profile(name=name, model=f"org/{name}", image="vllm/vllm-openai:v0.11.1", vram_gib=vram_gib,
-                   max_model_len=4096, max_num_seqs=4, **keys)  # fmt: skip
+    return Profile(
+        name=name,
+        model=f"org/{name}",
+        image="vllm/vllm-openai:v0.11.1",
+        vram_gib=vram_gib,
+        max_model_len=4096,
+        max_num_seqs=4,
+        **keys,
+    )
 
 
 GPU12 = GpuBudget(total_gib=12.0, source="test")

@@ -91,7 +91,9 @@ def test_alias_clash_with_another_profile(tmp_path):
     clash = write(tmp_path, "b.yaml", VALID.replace("demo-a", "demo-b") + "aliases: [demo-a]\n")
     loaded = read_profiles(tmp_path)
     assert list(loaded.profiles) == ["demo-a"]
-    assert loaded.warnings() == [f"skipped invalid profile {clash}: name 'demo-a' is already used by {tmp_path / 'a.yaml'}"]
+    assert loaded.warnings() == [
+        f"skipped invalid profile {clash}: name 'demo-a' is already used by {tmp_path / 'a.yaml'}"
+    ]
     with pytest.raises(ProfileError, match="'demo-a' is already used"):
         loaded.find("demo-b")  # the name it declares leads to its error, not to "unknown"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import re
 import threading
@@ -17,7 +18,6 @@ import time
 import httpx
 import openai
 import pytest
-
 from conftest import running_vllm
 from test_service import start_service, until  # noqa: F401  (start_service is a fixture)
 
@@ -27,14 +27,22 @@ CHAT = [{"role": "user", "content": "hello"}]
 
 
 def client(service, **kwargs) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused", max_retries=0,
-                         http_client=httpx.Client(trust_env=False, timeout=60), **kwargs)  # fmt: skip
+    return openai.OpenAI(
+        base_url=f"{service.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        http_client=httpx.Client(trust_env=False, timeout=60),
+        **kwargs,
+    )
 
 
 def async_client(service) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key="unused", max_retries=0,
-                              http_client=httpx.AsyncClient(trust_env=False, timeout=60,
-                                                            limits=httpx.Limits(max_connections=100)))  # fmt: skip
+    return openai.AsyncOpenAI(
+        base_url=f"{service.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        http_client=httpx.AsyncClient(trust_env=False, timeout=60, limits=httpx.Limits(max_connections=100)),
+    )
 
 
 def serve(start_service, **env: str):
@@ -95,8 +103,9 @@ def test_cold_model_starts_switches_lists_and_refuses_unknown(engine, workspace,
 
 
 def test_stream_arrives_chunk_by_chunk_and_large_bodies_pass(engine, workspace, start_service):
-    workspace.profile("slow-tokens", env={"STANDIN_LOAD_SECONDS": "0.3", "STANDIN_TOKEN_DELAY": "0.25",
-                                          "STANDIN_TOKENS": "5"})  # fmt: skip
+    workspace.profile(
+        "slow-tokens", env={"STANDIN_LOAD_SECONDS": "0.3", "STANDIN_TOKEN_DELAY": "0.25", "STANDIN_TOKENS": "5"}
+    )
     service = serve(start_service)
     ai = client(service)
 
@@ -105,15 +114,18 @@ def test_stream_arrives_chunk_by_chunk_and_large_bodies_pass(engine, workspace, 
         if chunk.choices and chunk.choices[0].delta.content:
             arrived.append((time.monotonic(), chunk.choices[0].delta.content))
     assert "".join(word for _, word in arrived) == "Hello from slow-tokens ok ok"
-    gaps = [later - earlier for (earlier, _), (later, _) in zip(arrived, arrived[1:])]
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrived)]
     assert len(gaps) == 4 and min(gaps) > 0.15, gaps  # each word when the model sends it, not all at the end
 
     # A page image of several MB in base64, as the OCR pipelines send them.
     image = base64.b64encode(os.urandom(4 * 1024 * 1024)).decode()
-    content = [{"type": "text", "text": "OCR this page"},
-               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}]  # fmt: skip
-    answer = ai.chat.completions.create(model="slow-tokens", messages=[{"role": "user", "content": content}],
-                                        max_tokens=3)  # fmt: skip
+    content = [
+        {"type": "text", "text": "OCR this page"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+    ]
+    answer = ai.chat.completions.create(
+        model="slow-tokens", messages=[{"role": "user", "content": content}], max_tokens=3
+    )
     assert answer.choices[0].message.content == "Hello from slow-tokens"
     assert answer.usage.prompt_tokens > len(image) // 4  # the stand-in saw the whole body
 
@@ -157,6 +169,7 @@ def test_fifty_concurrent_requests_across_two_models(engine, workspace, start_se
     async def burst() -> list[str]:
         ai = async_client(service)
         async with ai:
+
             async def one(i: int) -> str:
                 model = ("demo-a", "demo-b")[i % 2]
                 if i % 3:
@@ -206,8 +219,9 @@ def test_full_queue_is_503_with_retry_after_and_a_gone_client_never_aborts_a_swi
     # The first request waits for the load and then goes away; the switch goes on regardless.
     def impatient() -> None:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0),
-                       trust_env=False)  # fmt: skip
+            httpx.post(
+                f"{service.url}/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0), trust_env=False
+            )
 
     first = threading.Thread(target=impatient)
     first.start()
@@ -218,8 +232,11 @@ def test_full_queue_is_503_with_retry_after_and_a_gone_client_never_aborts_a_swi
     assert full.json()["error"]["code"] == "queue_full"
     first.join(timeout=10)
 
-    until(lambda: (s := service.status())["switch"] is None and (s["active"] or {}).get("ready"),
-          "the switch to finish although its client left", 20)  # fmt: skip
+    until(
+        lambda: (s := service.status())["switch"] is None and (s["active"] or {}).get("ready"),
+        "the switch to finish although its client left",
+        20,
+    )
     assert running_vllm(engine) == ["modelctl-slow"]
     assert metric(service, "modelctl_proxy_queue_length") == 0
     assert client(service).chat.completions.create(model="slow", messages=CHAT).model == "slow"
@@ -233,8 +250,11 @@ def test_idle_ttl_goes_back_to_the_default_and_a_request_without_model_gets_it(e
     ai = client(service)
     assert ai.chat.completions.create(model="demo-b", messages=CHAT).model == "demo-b"
     assert running_vllm(engine) == ["modelctl-demo-b"]
-    until(lambda: metric(service, "modelctl_swaps_total", profile="demo-a", origin="idle", outcome="switched") == 1,
-          "the idle demo-b to give way to the default", 15)  # fmt: skip
+    until(
+        lambda: metric(service, "modelctl_swaps_total", profile="demo-a", origin="idle", outcome="switched") == 1,
+        "the idle demo-b to give way to the default",
+        15,
+    )
     assert running_vllm(engine) == ["modelctl-demo-a"]
     # No model named: the default.
     answer = httpx.post(f"{service.url}/v1/completions", json={"prompt": "hi"}, trust_env=False, timeout=30)
@@ -271,9 +291,17 @@ def test_an_upstream_that_drops_the_request_is_an_openai_502(engine, workspace, 
     assert ai.completions.create(model="demo-a", prompt="hi", max_tokens=1).model == "demo-a"
     container = engine.containers.get("modelctl-demo-a")
     answer: dict[str, httpx.Response] = {}
-    request = threading.Thread(target=lambda: answer.setdefault("r", httpx.post(
-        f"{service.url}/v1/chat/completions", json={"model": "demo-a", "messages": CHAT}, trust_env=False,
-        timeout=30)))  # fmt: skip
+    request = threading.Thread(
+        target=lambda: answer.setdefault(
+            "r",
+            httpx.post(
+                f"{service.url}/v1/chat/completions",
+                json={"model": "demo-a", "messages": CHAT},
+                trust_env=False,
+                timeout=30,
+            ),
+        )
+    )
     request.start()
     try:
         # The stand-in's connection handler keeps the request in /tmp/req.<its pid> while it answers.

@@ -69,6 +69,7 @@ def test_dead_container_fails_at_once():
         port = unused.getsockname()[1]
     calls = []
     with pytest.raises(ContainerExited):
-        wait_until_ready(f"http://127.0.0.1:{port}/v1", "demo", timeout_s=600,
-                         is_alive=lambda: calls.append(1) or len(calls) < 3)  # fmt: skip
+        wait_until_ready(
+            f"http://127.0.0.1:{port}/v1", "demo", timeout_s=600, is_alive=lambda: calls.append(1) or len(calls) < 3
+        )
     assert len(calls) == 3, "the wait ends on the first look that finds the container gone"

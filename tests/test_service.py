@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import STANDIN_IMAGE, free_port, running_vllm
 
 SLOW = {"STANDIN_LOAD_SECONDS": "3"}  # long enough to look at a switch while it runs
@@ -92,8 +91,9 @@ def start_service(engine, workspace) -> Iterator[Callable[..., Service]]:
         log = workspace.root / f"service-{len(started)}.log"
         env = {**workspace.env, "MODELCTL_LISTEN": f"127.0.0.1:{port}", **(env or {})}
         with open(log, "w") as sink:
-            process = subprocess.Popen([sys.executable, "-m", "modelctl", "serve"], env=env, stdout=sink,
-                                       stderr=subprocess.STDOUT)  # fmt: skip
+            process = subprocess.Popen(
+                [sys.executable, "-m", "modelctl", "serve"], env=env, stdout=sink, stderr=subprocess.STDOUT
+            )
         service = Service(process, f"http://127.0.0.1:{port}", log, env.get("MODELCTL_API_TOKEN"))
         started.append(service)
 
@@ -139,8 +139,13 @@ def test_status_profiles_switch_and_stop_through_the_api(engine, workspace, star
 
     status = service.status()
     assert status["switch"] is None
-    assert status["active"] == {"profile": "demo-a", "container": "modelctl-demo-a", "ready": True,
-                                "url": f"http://127.0.0.1:{a['port']}/v1", "served_model": "demo-a"}  # fmt: skip
+    assert status["active"] == {
+        "profile": "demo-a",
+        "container": "modelctl-demo-a",
+        "ready": True,
+        "url": f"http://127.0.0.1:{a['port']}/v1",
+        "served_model": "demo-a",
+    }
     cli_status = workspace.cli_json("status")
     assert {k: status[k] for k in ("active", "containers")} == {k: cli_status[k] for k in ("active", "containers")}
 
@@ -307,9 +312,14 @@ def test_startup_keeps_the_healthy_modelctl_model_and_stops_a_foreign_one(engine
     workspace.profile("demo-b")
     workspace.cli_json("switch", "demo-a")
     ours = engine.containers.get("modelctl-demo-a").id
-    foreign = engine.containers.run(STANDIN_IMAGE, ["--model", "x"], name="by-hand", detach=True,
-                                    environment={"STANDIN_LOAD_SECONDS": "0"},
-                                    ports={"8000/tcp": ("127.0.0.1", free_port())})  # fmt: skip
+    foreign = engine.containers.run(
+        STANDIN_IMAGE,
+        ["--model", "x"],
+        name="by-hand",
+        detach=True,
+        environment={"STANDIN_LOAD_SECONDS": "0"},
+        ports={"8000/tcp": ("127.0.0.1", free_port())},
+    )
     assert running_vllm(engine) == ["by-hand", "modelctl-demo-a"]
     service = start_service({"MODELCTL_DEFAULT_PROFILE": "demo-b"})
     status = service.wait_idle()
@@ -370,7 +380,9 @@ def test_cli_talks_to_the_service_with_modelctl_url(engine, workspace, start_ser
     assert result["outcome"] == "switched" and result["profile"] == "demo-a"
     status = workspace.cli_json("status", env=env)
     assert status["active"]["profile"] == "demo-a" and status["switch"] is None
-    assert workspace.cli_json("switch", "nope", expect=2, env=env)["error"]["message"].startswith("unknown profile 'nope'")
+    assert workspace.cli_json("switch", "nope", expect=2, env=env)["error"]["message"].startswith(
+        "unknown profile 'nope'"
+    )
     crashed = workspace.cli("switch", "broken", env=env)
     assert crashed.returncode == 4
     assert "CUDA ran out of memory" in crashed.stderr and "rolled back to demo-a" in crashed.stderr
@@ -401,8 +413,9 @@ def test_an_unexpected_error_is_a_500_without_internals(tmp_path, monkeypatch):
     service.app.router.routes.append(Route("/api/broken", broken))
     response = TestClient(service.app, raise_server_exceptions=False).get("/api/broken")  # no lifespan: no engine
     assert response.status_code == 500
-    assert response.json() == {"error": {"message": "unexpected error (RuntimeError)", "code": 1,
-                                         "hint": "see the service log"}}  # fmt: skip
+    assert response.json() == {
+        "error": {"message": "unexpected error (RuntimeError)", "code": 1, "hint": "see the service log"}
+    }
 
 
 @pytest.mark.parametrize(
@@ -429,9 +442,14 @@ def test_a_failed_switch_that_restarted_a_foreign_container_leaves_it_running(en
     workspace.profile("broken", env={"STANDIN_LOAD_SECONDS": "0.2", "STANDIN_FAIL": "cuda-oom"})
     service = start_service()  # no default profile
     service.wait_idle()  # the start-up reconcile would stop a foreign container: start it afterwards
-    foreign = engine.containers.run(STANDIN_IMAGE, ["--model", "x"], name="by-hand", detach=True,
-                                    environment={"STANDIN_LOAD_SECONDS": "0"},
-                                    ports={"8000/tcp": ("127.0.0.1", free_port())})  # fmt: skip
+    foreign = engine.containers.run(
+        STANDIN_IMAGE,
+        ["--model", "x"],
+        name="by-hand",
+        detach=True,
+        environment={"STANDIN_LOAD_SECONDS": "0"},
+        ports={"8000/tcp": ("127.0.0.1", free_port())},
+    )
     assert running_vllm(engine) == ["by-hand"]
 
     error = error_of(service.post("/api/switch/broken"), 502, 4)
@@ -493,10 +511,20 @@ def test_a_non_loopback_listener_without_a_token_refuses_to_start(workspace):
 
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("127.0.1.1", True), ("localhost", True), ("LOCALHOST.", True), ("::1", True),
-     ("[::1]", True), ("0.0.0.0", False), ("::", False), ("192.168.1.2", False), ("localhost.evil.example", False),
-     ("", False)],
-)  # fmt: skip
+    [
+        ("127.0.0.1", True),
+        ("127.0.1.1", True),
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.2", False),
+        ("localhost.evil.example", False),
+        ("", False),
+    ],
+)
 def test_loopback_hosts(host, loopback):
     from modelctl.service import is_loopback
 

@@ -14,7 +14,6 @@ import threading
 import httpx
 import openai
 import pytest
-
 from conftest import STANDIN_IMAGE, free_port, running_vllm
 
 pytestmark = pytest.mark.engine
@@ -36,8 +35,13 @@ def test_switch_from_nothing(engine, workspace):
     client = openai.OpenAI(base_url=result["url"], api_key="EMPTY", http_client=httpx.Client(trust_env=False))
     assert [m.id for m in client.models.list()] == ["demo-a"]
     status = workspace.cli_json("status")
-    assert status["active"] == {"profile": "demo-a", "container": "modelctl-demo-a", "ready": True,
-                                "url": f"http://127.0.0.1:{a['port']}/v1", "served_model": "demo-a"}  # fmt: skip
+    assert status["active"] == {
+        "profile": "demo-a",
+        "container": "modelctl-demo-a",
+        "ready": True,
+        "url": f"http://127.0.0.1:{a['port']}/v1",
+        "served_model": "demo-a",
+    }
     container = engine.containers.get("modelctl-demo-a")
     assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped", "set once ready"
     assert container.attrs["HostConfig"]["PortBindings"][f"{a['port']}/tcp"][0]["HostIp"] == "127.0.0.1"
@@ -65,11 +69,13 @@ def test_shared_port_swaps_cleanly(engine, workspace):
 def test_foreign_vllm_containers_are_stopped(engine, workspace):
     workspace.profile("demo-a")
     # Started by hand: one by the official image name, one by its `vllm serve` command line.
-    by_image = engine.containers.run(STANDIN_IMAGE, ["--model", "x"], name="my-vllm", detach=True,
-                                     ports={"8000/tcp": ("127.0.0.1", free_port())})  # fmt: skip
+    by_image = engine.containers.run(
+        STANDIN_IMAGE, ["--model", "x"], name="my-vllm", detach=True, ports={"8000/tcp": ("127.0.0.1", free_port())}
+    )
     engine.images.get(STANDIN_IMAGE).tag("local/ocr-server", "1")
-    by_command = engine.containers.run("local/ocr-server:1", ["vllm", "serve", "--model", "y"],
-                                       name="compose-vllm-1", detach=True)  # fmt: skip
+    by_command = engine.containers.run(
+        "local/ocr-server:1", ["vllm", "serve", "--model", "y"], name="compose-vllm-1", detach=True
+    )
     assert running_vllm(engine) == ["compose-vllm-1", "my-vllm"]
     result = workspace.cli_json("switch", "demo-a")
     assert sorted(result["stopped"]) == ["compose-vllm-1", "my-vllm"]
@@ -228,7 +234,9 @@ def test_missing_image_fails_before_anything_is_stopped(engine, workspace):
     workspace.profile("ghost", image="vllm/vllm-openai:v0.0.0-does-not-exist")
     workspace.cli_json("switch", "demo-a")
     error = workspace.cli_json("switch", "ghost", expect=4, timeout=180)["error"]
-    assert "image vllm/vllm-openai:v0.0.0-does-not-exist is not on this engine and could not be pulled" in error["message"]
+    assert (
+        "image vllm/vllm-openai:v0.0.0-does-not-exist is not on this engine and could not be pulled" in error["message"]
+    )
     assert running_vllm(engine) == ["modelctl-demo-a"]
 
 
@@ -296,7 +304,9 @@ def test_token_never_printed(engine, workspace):
     workspace.profile("demo-a")
     secret = "hf_do_not_print_" + os.urandom(4).hex()
     env = {"HF_TOKEN": secret}
-    outputs = [workspace.cli(*args, env=env) for args in (["switch", "demo-a"], ["show", "demo-a"], ["status", "--json"])]
+    outputs = [
+        workspace.cli(*args, env=env) for args in (["switch", "demo-a"], ["show", "demo-a"], ["status", "--json"])
+    ]
     assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
     assert all(secret not in o.stdout + o.stderr for o in outputs)
     container_env = engine.containers.get("modelctl-demo-a").attrs["Config"]["Env"]
@@ -363,12 +373,20 @@ def test_cli_killed_mid_switch_leaves_a_state_the_next_switch_repairs(engine, wo
 
     workspace.profile("slow", env={"STANDIN_LOAD_SECONDS": "30"})
     workspace.profile("demo-b")
-    killed = subprocess.Popen([sys.executable, "-m", "modelctl", "switch", "slow"], env=workspace.env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "modelctl", "switch", "slow"],
+        env=workspace.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         # Bounded wait until the switch is in its load phase: its container runs.
-        Retrying(retry=retry_if_result(lambda names: names != ["modelctl-slow"]), stop=stop_after_delay(60),
-                 wait=wait_fixed(0.05), reraise=True)(lambda: running_vllm(engine))  # fmt: skip
+        Retrying(
+            retry=retry_if_result(lambda names: names != ["modelctl-slow"]),
+            stop=stop_after_delay(60),
+            wait=wait_fixed(0.05),
+            reraise=True,
+        )(lambda: running_vllm(engine))
     finally:
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=30)

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import running_vllm
 from fake_nvml import FakeDevice, FakeNvml, FakeProcess
+
+from modelctl.catalog import Catalog
 from modelctl.controller import Controller
 from modelctl.errors import DoesNotFitError
 from modelctl.gpu import NvmlGpu
-from modelctl.catalog import Catalog
 from modelctl.runtime.docker_engine import DockerRuntime
 from modelctl.settings import Settings
 
@@ -56,8 +56,14 @@ class SimulatedCard:
 @pytest.fixture
 def controller_for(engine, workspace):
     def make(card: SimulatedCard, **settings) -> Controller:
-        base = dict(profiles_dir=workspace.profiles_dir, state_dir=workspace.state_dir,
-                    hf_cache=workspace.root / "hf", gpus="none", stop_grace=2, release_timeout=5)  # fmt: skip
+        base = dict(
+            profiles_dir=workspace.profiles_dir,
+            state_dir=workspace.state_dir,
+            hf_cache=workspace.root / "hf",
+            gpus="none",
+            stop_grace=2,
+            release_timeout=5,
+        )
         base.update(settings)
         config = Settings(**base)
         # NVML reads the (simulated) GPU; the containers themselves request none, as CI has none.
@@ -70,8 +76,9 @@ def controller_for(engine, workspace):
 def test_host_process_holding_memory_refuses_before_anything_stops(engine, workspace, controller_for):
     workspace.profile("demo-a")
     workspace.profile("demo-b", vram_gib=5.0)
-    card = SimulatedCard(engine, {"modelctl-demo-a": 4.0, "modelctl-demo-b": 5.0},
-                         host=[FakeProcess(4242, "python", 7.0)])  # fmt: skip
+    card = SimulatedCard(
+        engine, {"modelctl-demo-a": 4.0, "modelctl-demo-b": 5.0}, host=[FakeProcess(4242, "python", 7.0)]
+    )
     controller = controller_for(card)
     controller.switch("demo-a")
     first = engine.containers.get("modelctl-demo-a").id
@@ -139,8 +146,14 @@ def test_degraded_mode_says_so_and_estimates_use(engine, workspace):
 
 
 def test_tier_follows_the_gpu_size(workspace):
-    workspace.profile("demo-a", vram_gib=4.0, tiers={12: {"vram_gib": 4.0, "max_model_len": 4096, "max_num_seqs": 2},
-                                                    16: {"vram_gib": 6.0, "max_model_len": 8192, "max_num_seqs": 4}})  # fmt: skip
+    workspace.profile(
+        "demo-a",
+        vram_gib=4.0,
+        tiers={
+            12: {"vram_gib": 4.0, "max_model_len": 4096, "max_num_seqs": 2},
+            16: {"vram_gib": 6.0, "max_model_len": 8192, "max_num_seqs": 4},
+        },
+    )
     small = workspace.cli_json("show", "demo-a", env={"MODELCTL_GPU_TOTAL_GIB": "12"})
     big = workspace.cli_json("show", "demo-a", env={"MODELCTL_GPU_TOTAL_GIB": "16"})
     assert (small["tier"], small["max_model_len"], small["gpu_memory_utilization"]) == (12, 4096, 0.34)

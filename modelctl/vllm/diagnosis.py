@@ -52,9 +52,7 @@ _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Diagnosis]]] = [
         _free_memory,
     ),
     (
-        re.compile(
-            r"max seq len \((?P<len>\d+)\)(?:.*?estimated maximum model length is (?P<estimate>\d+))?", re.S
-        ),
+        re.compile(r"max seq len \((?P<len>\d+)\)(?:.*?estimated maximum model length is (?P<estimate>\d+))?", re.S),
         _max_seq_len,
     ),
     (

@@ -31,12 +31,19 @@ def server_argv(
 ) -> list[str]:
     """The managed flags first (always --model: old entrypoints ignore a positional), then the profile's."""
     return [
-        "--model", model,
-        "--served-model-name", served_model,
-        "--host", "0.0.0.0",
-        "--port", str(port),
-        "--gpu-memory-utilization", f"{utilization:.2f}",
-        "--max-model-len", str(max_model_len),
-        "--max-num-seqs", str(max_num_seqs),
+        "--model",
+        model,
+        "--served-model-name",
+        served_model,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        "--gpu-memory-utilization",
+        f"{utilization:.2f}",
+        "--max-model-len",
+        str(max_model_len),
+        "--max-num-seqs",
+        str(max_num_seqs),
         *extra,
-    ]  # fmt: skip
+    ]
