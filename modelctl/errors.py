@@ -1,7 +1,8 @@
-"""Errors a user can act on: each carries its message and the CLI's exit code (DESIGN.md).
+"""Errors a user can act on: each carries its message, a hint and the CLI's exit code (the README
+lists the codes; ARCHITECTURE.md "Invariants").
 
-They are raised where the cause is known and rendered once: by the CLI (text or --json) and,
-later, by the service (as JSON).
+They are raised where the cause is known and rendered once: by the CLI (text or --json) and by
+the service (http_errors.py: JSON, or OpenAI's error shape on /v1).
 """
 
 from __future__ import annotations
