@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from .errors import ProfileError
+from .safe_yaml import load_yaml_file, short_repr
 from .vllm.flags import MANAGED_FLAGS
 
 ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]*$", max_length=63)]
@@ -90,7 +90,7 @@ _EXPECTED = {
 def _describe(err: dict) -> str:
     if "[key]" in err["loc"]:  # a mapping key of the wrong type, e.g. tiers: {16GB: ...}
         key = ".".join(str(part) for part in err["loc"] if part != "[key]")
-        return f"key '{key}': expected a whole number of GiB as the tier's key, got {err.get('input')!r}"
+        return f"key '{key}': expected a whole number of GiB as the tier's key, got {short_repr(err.get('input'))}"
     key = ".".join(str(part) for part in err["loc"]) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -101,20 +101,14 @@ def _describe(err: dict) -> str:
     expected = _EXPECTED.get(kind)
     got = err.get("input")
     if expected:
-        return f"key '{key}': expected {expected}, got {got!r}"
+        return f"key '{key}': expected {expected}, got {short_repr(got)}"
     message = err["msg"].removeprefix("Value error, ")
-    return f"key '{key}': {message} (got {got!r})"
+    return f"key '{key}': {message} (got {short_repr(got)})"
 
 
 def load_profile(path: Path) -> Profile:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {exc}", hint="fix the YAML syntax") from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ProfileError(f"{path}: not UTF-8 text", hint="save the profile as UTF-8 YAML") from None
+    """One profile file: at most 1 MiB of YAML without anchors or aliases, validated."""
+    data = load_yaml_file(path, error=ProfileError)
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping of profile keys at the top level, got {type(data).__name__}")
     try:
@@ -127,8 +121,8 @@ def load_profile(path: Path) -> Profile:
 def declared_name(path: Path) -> str | None:
     """The `name` a profile file declares, even when the file is otherwise invalid (or None)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = load_yaml_file(path, error=ProfileError)
+    except ProfileError:
         return None
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) else None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from modelctl.catalog import Catalog, read_profiles
-from modelctl.errors import ProfileError, UnknownProfileError, UsageError
+from modelctl.errors import DoesNotFitError, ProfileError, UnknownProfileError, UsageError
 from modelctl.gpu import GpuBudget
 from modelctl.plan import check_fits, make_plan
 from modelctl.settings import Settings
@@ -145,3 +146,80 @@ def test_tier_keys_and_values_are_checked(tmp_path):
     assert "tiers.16.max_num_seqs" in message
     message = load_error(tmp_path, VALID + "tiers:\n  16GB: {vram_gib: 9.0, max_model_len: 8192, max_num_seqs: 2}\n")
     assert "key 'tiers.16GB'" in message
+
+
+def test_hidden_and_non_regular_files_are_skipped(tmp_path):
+    write(tmp_path, "a.yaml", VALID)
+    write(tmp_path, ".#a.yaml", "this is an editor lock file, not YAML: [")
+    (tmp_path / "dir.yaml").mkdir()
+    os.mkfifo(tmp_path / "fifo.yaml")  # opening it would block for ever
+    (tmp_path / "dangling.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    write(tmp_path, "b.yml", VALID.replace("demo-a", "demo-b"))
+    write(tmp_path, "notes.txt", "not a profile")
+    loaded = read_profiles(tmp_path)
+    assert list(loaded.profiles) == ["demo-a", "demo-b"]
+    assert loaded.invalid == []
+
+
+def test_one_invalid_file_leaves_the_others_usable(tmp_path):
+    write(tmp_path, "a.yaml", VALID)
+    bad = write(tmp_path, "typo.yaml", VALID.replace("demo-a", "typo") + "vram_gb: 4\n")
+    loaded = read_profiles(tmp_path)
+    assert list(loaded.profiles) == ["demo-a"]
+    assert loaded.find("demo-a").model == "org/model-a"
+    assert loaded.warnings() == [
+        f"skipped invalid profile {bad}: unknown key 'vram_gb' (allowed keys: name, model, image, vram_gib, "
+        "max_model_len, max_num_seqs, vllm_args, env, port, served_model_name, aliases, startup_timeout, tiers)"
+    ]
+    with pytest.raises(ProfileError) as caught:
+        loaded.find("typo")  # by the name it declares
+    assert caught.value.exit_code == 2
+    with pytest.raises(UnknownProfileError) as unknown:
+        loaded.find("nope")
+    assert unknown.value.message == "unknown profile 'nope' (known: demo-a; skipped as invalid: typo.yaml)"
+
+
+def test_the_catalog_reads_again_only_when_a_file_changes(tmp_path):
+    path = write(tmp_path, "a.yaml", VALID)
+    catalog = Catalog(tmp_path)
+    first = catalog.load()
+    assert catalog.load() is first  # nothing changed: the same snapshot, nothing parsed again
+    path.write_text(VALID.replace("max_num_seqs: 4", "max_num_seqs: 8") + "\n")  # another size
+    assert catalog.load().profiles["demo-a"].max_num_seqs == 8
+    write(tmp_path, "b.yaml", VALID.replace("demo-a", "demo-b"))
+    assert list(catalog.load().profiles) == ["demo-a", "demo-b"]
+    (tmp_path / "b.yaml").unlink()
+    assert list(catalog.load().profiles) == ["demo-a"]
+
+
+def test_the_catalog_looks_at_most_once_per_max_age(tmp_path):
+    write(tmp_path, "a.yaml", VALID)
+    catalog = Catalog(tmp_path, max_age_s=3600)
+    first = catalog.load()
+    write(tmp_path, "b.yaml", VALID.replace("demo-a", "demo-b"))
+    assert catalog.load() is first  # within max_age: the directory is not even listed
+
+
+def test_plans_for_every_profile_and_one_refused_with_what_fits(tmp_path):
+    write(tmp_path, "a.yaml", VALID)
+    write(tmp_path, "b.yaml", VALID.replace("demo-a", "big").replace("vram_gib: 4.2", "vram_gib: 11.5"))
+    catalog = Catalog(tmp_path)
+    gpu = GpuBudget(total_gib=12.0, source="test")
+    settings = Settings(gpus="none")
+    assert [(p.profile.name, p.utilization, p.fits) for p in catalog.plans(gpu, settings)] == [
+        ("demo-a", 0.35, True),
+        ("big", 0.96, False),
+    ]
+    assert catalog.plan("demo-a", gpu, settings).utilization == 0.35
+    with pytest.raises(DoesNotFitError) as caught:
+        catalog.plan("big", gpu, settings)
+    assert caught.value.hint.startswith("fits this GPU: demo-a (4.2 GiB);")
+
+
+def test_yaml_aliases_and_huge_files_are_refused(tmp_path):
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n'
+    message = load_error(tmp_path, bomb)
+    assert "anchor" in message or "alias" in message
+    (tmp_path / "bad.yaml").unlink()
+    message = load_error(tmp_path, VALID + "# " + "x" * (1 << 20) + "\n")
+    assert "1048576-byte limit" in message
