@@ -228,7 +228,7 @@ def deployment(engine, image, compose_bin, tmp_path: Path) -> Iterator[Deploymen
     socket = _socket_path()
     dep = Deployment(tmp_path / "deploy", compose_bin)  # tmp_path/profiles is the workspace's
     dep.profiles_dir.mkdir(parents=True)
-    dep.state_dir.mkdir()  # the compose file refuses to create it (it must be the user's)
+    dep.state_dir.mkdir()  # it must exist: modelctl refuses to share a directory Docker made
     dep.profile("a")
     dep.profile("b", load_s=1.5)
     dep.profile("c", load_s=1.5)
@@ -305,8 +305,11 @@ def test_every_setting_of_the_compose_files_is_documented_in_env_example(compose
     assert done.returncode == 0, done.stderr
     env = json.loads(done.stdout)["services"]["modelctl"]["environment"]
     assert env["MODELCTL_LISTEN"] == "127.0.0.1:8080"
-    assert env["MODELCTL_STATE_DIR"] == "/home/you/.local/state/modelctl"  # the host CLI's default
+    assert env["MODELCTL_STATE_DIR"] == "/var/lib/modelctl"  # the host CLI's default, whoever runs it
     assert env["MODELCTL_HF_CACHE"] == HF_VOLUME
+    # The service's log is rotated: a flood of errors cannot fill the disk.
+    logging = json.loads(done.stdout)["services"]["modelctl"]["logging"]
+    assert logging == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
 
 
 def test_up_starts_the_service_and_its_default_model(deployment: Deployment, engine) -> None:
