@@ -1,40 +1,42 @@
-"""The command line: parse, call the controller, render. Nothing else happens here.
+"""The command line: parse, call a backend, render. Nothing else happens here.
 
 People get rich tables and a live progress line; scripts get one JSON document with --json
-and the exit codes of DESIGN.md; without a TTY the output is plain text.
+and the exit codes of DESIGN.md; without a TTY the output is plain text. The verbs that act
+(switch, stop, status, run) go through one `Backend` (backend.py): this host's engine, or the
+service at MODELCTL_URL; both return the same typed results, rendered here once.
+
+Imports are made where a verb needs them: `modelctl --help` and `modelctl version` load neither
+docker, httpx, pynvml nor the service stack (tests/test_cli.py checks it).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .catalog import Catalog
-from .controller import Controller
 from .errors import ModelctlError, NotReadyError, UsageError
-from .footprints import read_footprints
-from .gpu import NvmlGpu
-from .plan import MAX_UTILIZATION
-from .profiles import Profile
-from .progress import PhaseClock
-from .report import error_json, gpu_json, phases_text, plan_json, status_json, switch_json
-from .results import SwitchResult
-from .runtime import container_name
-from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rich.live import Live
+
+    from .backend import Backend, LocalBackend
+    from .footprints import Footprint
+    from .plan import Plan
+    from .progress import PhaseClock
+    from .results import GpuReport, SwitchResult
+    from .settings import Settings
 
 app = typer.Typer(
     add_completion=False,
@@ -47,6 +49,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
+DEFAULT_LOCK_TIMEOUT_S = 600.0  # the controller's and the API's default too
 
 
 # --- plumbing ------------------------------------------------------------------------------
@@ -55,6 +58,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 def _fail(error: ModelctlError, as_json: bool) -> NoReturn:
     """Render an error once, in the form the caller asked for, and exit with its code."""
     if as_json:
+        from .report import error_json
+
         print(json.dumps(error_json(error)))
     else:
         err.print(Text(f"error: {error.message}", style="bold red"))
@@ -82,46 +87,67 @@ def _emit(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def _context() -> tuple[Settings, Catalog, Controller]:
-    from .runtime.docker_engine import DockerRuntime
+def _settings() -> Settings:
+    from .settings import load_settings
 
-    settings = load_settings()
-    catalog = Catalog(settings.profiles_dir)
-    return settings, catalog, Controller(settings, DockerRuntime(), catalog, NvmlGpu(settings))
+    return load_settings()
 
 
-def _service():
-    """The service at MODELCTL_URL, when set: switch, status and stop go there, not to the engine."""
-    from .client import service_client
+def _backend() -> Backend:
+    """The service at MODELCTL_URL when set, else this host's engine: switch, stop, status, run."""
+    from .backend import make_backend
 
-    return service_client(load_settings())
+    return make_backend(_settings())
+
+
+def _local() -> LocalBackend:
+    """This host's engine and GPU, whatever MODELCTL_URL says: gpu and logs read them directly."""
+    from .backend import LocalBackend
+
+    return LocalBackend(_settings())
+
+
+def _check_seconds(option: str, value: float | None) -> None:
+    """A wait in seconds: 0 or more and finite (the API refuses the same values with 400)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise UsageError(
+            f"{option}: expected a number of seconds, 0 or more, got {value:g}",
+            hint=f"give {option} a finite number of seconds, such as {option} 600",
+        )
 
 
 class _ProgressLine:
-    """A live line for people: phase, elapsed seconds and the container's last log line."""
+    """A live line for people: phase, elapsed seconds and the container's last log line.
+
+    It is the listener of the operation's PhaseClock, which times everything (phases and elapsed).
+    """
 
     def __init__(self, interactive: bool) -> None:
+        from .progress import PhaseClock
+
         self.interactive = interactive
         self.phase = "starting"
         self.detail = ""
-        self.started = time.monotonic()
+        self.clock: PhaseClock = PhaseClock(self)
         self.live: Live | None = None
 
     def __call__(self, phase: str, detail: str) -> None:
         changed = phase != self.phase
         self.phase, self.detail = phase, detail or (self.detail if not changed else "")
         if not self.interactive and changed:
-            print(f"[{time.monotonic() - self.started:6.1f}s] {phase} {detail}".rstrip(), file=sys.stderr, flush=True)
+            print(f"[{self.clock.elapsed:6.1f}s] {phase} {detail}".rstrip(), file=sys.stderr, flush=True)
 
     def __rich__(self) -> Text:
         line = Text()
         line.append(f"{self.phase:<8}", style="bold cyan")
-        line.append(f"{time.monotonic() - self.started:6.1f}s  ", style="dim")
+        line.append(f"{self.clock.elapsed:6.1f}s  ", style="dim")
         line.append(self.detail[: max(10, err.width - 20)])
         return line
 
     def __enter__(self) -> _ProgressLine:
         if self.interactive:
+            from rich.live import Live
+
             self.live = Live(self, console=err, refresh_per_second=8, transient=True)
             self.live.__enter__()
         return self
@@ -143,7 +169,13 @@ def list_profiles(as_json: JsonOption = False) -> None:
     """The profiles, with what each takes on this GPU."""
 
     def body() -> None:
-        settings = load_settings()
+        from rich.table import Table
+
+        from .catalog import Catalog
+        from .gpu import NvmlGpu
+        from .report import plan_json
+
+        settings = _settings()
         catalog = Catalog(settings.profiles_dir)
         gpu = NvmlGpu(settings).read().budget(settings)
         plans = catalog.plans(gpu, settings)
@@ -154,15 +186,15 @@ def list_profiles(as_json: JsonOption = False) -> None:
         for column in ("name", "model", "tier", "vram GiB", "utilization", "fits", "port"):
             table.add_column(column)
         for plan in plans:
-            data = plan_json(plan)
+            sizing = plan.sizing
             table.add_row(
-                data["profile"],
-                data["model"],
-                f"{data['tier']} GiB" if data["tier"] else "-",
-                f"{data['vram_gib']:g}",
-                f"{data['gpu_memory_utilization']:.2f}",
-                "yes" if data["fits"] else "[red]no[/red]",
-                str(data["port"]),
+                plan.profile.name,
+                plan.profile.model,
+                f"{sizing.tier_gib} GiB" if sizing.tier_gib else "-",
+                f"{sizing.vram_gib:g}",
+                f"{plan.utilization:.2f}",
+                "yes" if plan.fits else "[red]no[/red]",
+                str(plan.profile.port),
             )
         out.print(table)
 
@@ -174,51 +206,78 @@ def show(name: str, as_json: JsonOption = False) -> None:
     """The plan for one profile and the equivalent `docker run` line."""
 
     def body() -> None:
-        settings = load_settings()
+        from .catalog import Catalog
+        from .footprints import read_footprints
+        from .gpu import NvmlGpu
         from .plan import make_plan
+        from .report import plan_json
 
+        settings = _settings()
         profile = Catalog(settings.profiles_dir).find(name)
         plan = make_plan(profile, NvmlGpu(settings).read().budget(settings), settings)
         measured = read_footprints(settings.state_dir).get(plan.profile.name)
-        data = plan_json(plan, measured)
         if as_json:
-            _emit(data)
+            _emit(plan_json(plan, measured))
             return
-        for key in ("profile", "model", "image", "served_model", "port"):
-            out.print(f"{key:<24}{data[key]}", markup=False)
-        out.print(f"{'gpu':<24}{plan.gpu.total_gib:.2f} GiB, {plan.gpu.source}", markup=False)
-        out.print(f"{'sizing':<24}{plan.sizing.reason}", markup=False)
-        for key in ("vram_gib", "max_model_len", "max_num_seqs"):
-            out.print(f"{key:<24}{data[key]}")
-        if measured:
-            warn = " [red]- more than vram_gib: raise it[/red]" if measured.exceeds else ""
-            out.print(f"{'measured':<24}{measured.measured_gib:.2f} GiB held once ready{warn}")
-        fits = "fits" if data["fits"] else f"[red]does not fit[/red] (max {MAX_UTILIZATION:.2f})"
-        out.print(
-            f"{'gpu_memory_utilization':<24}{plan.utilization:.2f} = {plan.sizing.vram_gib:g} / "
-            f"{plan.gpu.total_gib:.2f} GiB rounded up - {fits}"
-        )
-        out.print(f"{'url':<24}{plan.url}")
-        out.print("\nequivalent docker run:")
-        out.print(data["docker_run"], markup=False, highlight=False)
+        _print_plan(plan, measured)
 
     _run(as_json, body)
+
+
+def _print_plan(plan: Plan, measured: Footprint | None) -> None:
+    from .plan import MAX_UTILIZATION
+
+    p, sizing = plan.profile, plan.sizing
+    for key, value in (("profile", p.name), ("model", p.model), ("image", p.image)):
+        out.print(f"{key:<24}{value}", markup=False)
+    out.print(f"{'served_model':<24}{p.served_name}", markup=False)
+    out.print(f"{'port':<24}{p.port}", markup=False)
+    out.print(f"{'gpu':<24}{plan.gpu.total_gib:.2f} GiB, {plan.gpu.source}", markup=False)
+    out.print(f"{'sizing':<24}{sizing.reason}", markup=False)
+    for key, value in (
+        ("vram_gib", sizing.vram_gib),
+        ("max_model_len", sizing.max_model_len),
+        ("max_num_seqs", sizing.max_num_seqs),
+    ):
+        out.print(f"{key:<24}{value}")
+    if measured:
+        warn = " [red]- more than vram_gib: raise it[/red]" if measured.exceeds else ""
+        out.print(f"{'measured':<24}{measured.measured_gib:.2f} GiB held once ready{warn}")
+    fits = "fits" if plan.fits else f"[red]does not fit[/red] (max {MAX_UTILIZATION:.2f})"
+    out.print(
+        f"{'gpu_memory_utilization':<24}{plan.utilization:.2f} = {sizing.vram_gib:g} / "
+        f"{plan.gpu.total_gib:.2f} GiB rounded up - {fits}"
+    )
+    out.print(f"{'url':<24}{plan.url}")
+    out.print("\nequivalent docker run:")
+    out.print(plan.docker_run_line(), markup=False, highlight=False)
+
+
+LockTimeoutOption = Annotated[float, typer.Option(help="Seconds to wait for another switch.")]
+TimeoutOption = Annotated[float | None, typer.Option(help="Seconds to wait for the model to be ready.")]
 
 
 @app.command()
 def switch(
     name: str,
-    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the model to be ready.")] = None,
-    lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for another switch.")] = 600.0,
+    timeout: TimeoutOption = None,
+    lock_timeout: LockTimeoutOption = DEFAULT_LOCK_TIMEOUT_S,
     no_rollback: Annotated[bool, typer.Option("--no-rollback", help="On failure, leave nothing running.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Stop every vLLM container, start NAME, and return once it answers /v1/models."""
-    _run(as_json, lambda: _do_switch(name, timeout, lock_timeout, not no_rollback, dry_run, as_json))
+
+    def body() -> None:
+        _check_seconds("--timeout", timeout)
+        _check_seconds("--lock-timeout", lock_timeout)
+        _do_switch(_backend(), name, timeout, lock_timeout, not no_rollback, dry_run, as_json)
+
+    _run(as_json, body)
 
 
 def _do_switch(
+    backend: Backend,
     name: str,
     timeout: float | None,
     lock_timeout: float,
@@ -227,29 +286,33 @@ def _do_switch(
     as_json: bool,
     to: Console = out,
 ) -> SwitchResult:
-    remote = _service()
-    if remote:
-        result = remote.switch(name, timeout=timeout, lock_timeout=lock_timeout, rollback=rollback, dry_run=dry_run)
-    else:
-        progress = _progress(as_json)
-        clock = PhaseClock(progress) if progress else None
-        _, _, controller = _context()
-        with progress or nullcontext():
-            result = controller.switch(
-                name, timeout_s=timeout, lock_timeout_s=lock_timeout, rollback=rollback, dry_run=dry_run, clock=clock
-            )
-    if as_json:
-        _emit(switch_json(result))
-    else:
-        verb = {"switched": "switched to", "unchanged": "already running:", "planned": "would switch to"}[
-            result.outcome
-        ]
-        stopped = f"; stopped {', '.join(result.stopped)}" if result.stopped else ""
-        to.print(
-            f"{verb} {result.profile} in {result.total_s:.2f}s ({phases_text(result.phases)}){stopped} - {result.url}",
-            markup=False,
-            highlight=False,
+    # The live line only where the backend feeds the clock as it works (the engine, here).
+    line = _progress(as_json) if backend.feeds_clock else None
+    with line or nullcontext():
+        result = backend.switch(
+            name,
+            timeout=timeout,
+            lock_timeout=lock_timeout,
+            rollback=rollback,
+            dry_run=dry_run,
+            clock=line.clock if line else None,
         )
+    if as_json:
+        from .report import switch_json
+
+        _emit(switch_json(result))  # the warnings are in the document
+        return result
+    from .report import phases_text
+
+    for warning in result.warnings:
+        err.print(Text(f"warning: {warning}", style="yellow"))
+    verb = {"switched": "switched to", "unchanged": "already running:", "planned": "would switch to"}[result.outcome]
+    stopped = f"; stopped {', '.join(result.stopped)}" if result.stopped else ""
+    to.print(
+        f"{verb} {result.profile} in {result.total_s:.2f}s ({phases_text(result.phases)}){stopped} - {result.url}",
+        markup=False,
+        highlight=False,
+    )
     return result
 
 
@@ -258,63 +321,75 @@ def status(as_json: JsonOption = False) -> None:
     """What runs now: the active model, whether it answers, and every vLLM container."""
 
     def body() -> None:
-        remote = _service()
-        data = remote.status() if remote else status_json(_context()[2].status())
+        from .report import operation_json, status_json
+
+        seen = _backend().status()
         if as_json:
+            data = status_json(seen.status)
+            if seen.knows_operations:  # the service's document says what is under way (null: nothing)
+                data["switch"] = operation_json(seen.operation)
             _emit(data)
             return
-        if data.get("switch"):  # only the service knows what is under way
-            op = data["switch"]
-            out.print(
-                f"under way: {op['operation']} {op['target'] or ''} - {op['phase']} since {op['since']}", markup=False
-            )
-        active = data["active"]
+        if seen.operation:
+            op = seen.operation
+            out.print(f"under way: {op.operation} {op.target or ''} - {op.phase} since {op.since}", markup=False)
+        active = seen.status.active
         if active:
-            ready = "[green]ready[/green]" if active["ready"] else "[yellow]not answering[/yellow]"
-            out.print(f"active: {active['profile']} ({active['container']}) {ready} at {active['url']}")
+            ready = "[green]ready[/green]" if active.ready else "[yellow]not answering[/yellow]"
+            out.print(f"active: {active.profile} ({active.container}) {ready} at {active.url}")
         else:
             out.print("active: none")
-        _print_gpu(data["gpu"], brief=True)
-        for profile, measured in data["measured"].items():
-            if measured["exceeds"]:
+        _print_gpu(seen.status.gpu, brief=True)
+        for profile, measured in seen.status.footprints.items():
+            if measured.exceeds:
                 out.print(
-                    f"[yellow]warn[/yellow]: {profile} measured {measured['measured_gib']:.2f} GiB, "
-                    f"more than its vram_gib {measured['vram_gib']:g}"
+                    f"[yellow]warn[/yellow]: {profile} measured {measured.measured_gib:.2f} GiB, "
+                    f"more than its vram_gib {measured.vram_gib:g}"
                 )
-        if data["containers"]:
+        if seen.status.containers:
+            from rich.table import Table
+
             table = Table("name", "profile", "state", "image")
-            for c in data["containers"]:
-                table.add_row(c["name"], c["profile"] or "[dim](foreign)[/dim]", c["state"], c["image"])
+            for c in seen.status.containers:
+                table.add_row(c.name, c.profile or "[dim](foreign)[/dim]", c.state, c.image)
             out.print(table)
 
     _run(as_json, body)
 
 
-def _print_gpu(gpu: dict[str, Any], brief: bool = False) -> None:
+def _gib(value: float) -> float:
+    """GiB as the JSON documents carry them (3 decimals), so text and --json never disagree."""
+    return round(value, 3)
+
+
+def _print_gpu(report: GpuReport, brief: bool = False) -> None:
     """The GPU for people: the mode in words first, then devices and who holds memory."""
-    if gpu["mode"] != "nvml":
-        used = gpu["estimated_used_gib"]
+    state = report.state
+    if state.mode != "nvml":
+        used = report.estimated_used_gib
         out.print(
-            f"gpu: no GPU reading ({gpu['reason']}) - degraded mode, planning for "
-            f"{gpu['total_gib']:g} GiB (MODELCTL_GPU_TOTAL_GIB)",
+            f"gpu: no GPU reading ({state.reason or None}) - degraded mode, planning for "
+            f"{_gib(report.budget.total_gib):g} GiB (MODELCTL_GPU_TOTAL_GIB)",
             markup=False,
         )
         if used is not None:
             out.print(f"     used, estimated from the running models' vram_gib: {used:g} GiB")
         return
-    for d in gpu["devices"]:
+    for d in state.devices:
         out.print(
-            f"gpu {d['index']}: {d['name']}, {d['total_gib']:.2f} GiB, {d['used_gib']:.2f} used, "
-            f"{d['free_gib']:.2f} free (driver {gpu['driver_version']})",
+            f"gpu {d.index}: {d.name}, {_gib(d.total_gib):.2f} GiB, {_gib(d.used_gib):.2f} used, "
+            f"{_gib(d.free_gib):.2f} free (driver {state.driver_version})",
             markup=False,
         )
-    if gpu["processes"] is None:
+    if report.holders is None:
         out.print("processes: NVML cannot list them here (WSL2?): memory is reported, its holders are not")
-    elif not brief and gpu["processes"]:
+    elif not brief and report.holders:
+        from rich.table import Table
+
         table = Table("gpu", "pid", "process", "GiB", "container")
-        for p in gpu["processes"]:
-            used = f"{p['used_gib']:.2f}" if p["used_gib"] is not None else "?"
-            table.add_row(str(p["device"]), str(p["pid"]), p["name"], used, p["container"] or "[dim](host)[/dim]")
+        for h in report.holders:
+            used = f"{h.used_gib:.2f}" if h.used_gib is not None else "?"
+            table.add_row(str(h.device), str(h.pid), h.name, used, h.container or "[dim](host)[/dim]")
         out.print(table)
 
 
@@ -323,29 +398,27 @@ def gpu(as_json: JsonOption = False) -> None:
     """The GPU: size, free memory, driver, and which process or container holds memory."""
 
     def body() -> None:
-        _, _, controller = _context()
-        data = gpu_json(controller.gpu_report())
+        report = _local().controller.gpu_report()
         if as_json:
-            _emit(data)
+            from .report import gpu_json
+
+            _emit(gpu_json(report))
         else:
-            _print_gpu(data)
+            _print_gpu(report)
 
     _run(as_json, body)
 
 
 @app.command()
 def stop(
-    lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for another switch.")] = 600.0,
+    lock_timeout: LockTimeoutOption = DEFAULT_LOCK_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Stop every vLLM container, modelctl's and foreign ones."""
 
     def body() -> None:
-        remote = _service()
-        if remote:
-            stopped = remote.stop(lock_timeout=lock_timeout)
-        else:
-            stopped = _context()[2].stop(lock_timeout_s=lock_timeout)
+        _check_seconds("--lock-timeout", lock_timeout)
+        stopped = _backend().stop(lock_timeout=lock_timeout)
         if as_json:
             _emit({"stopped": stopped})
         else:
@@ -363,16 +436,19 @@ def logs(
     """The log of a model container (kept after a failed start, for the post-mortem)."""
 
     def body() -> None:
-        _, catalog, controller = _context()
-        runtime = controller.runtime
+        from .runtime import container_name
+
+        local = _local()
+        runtime = local.runtime
         if name is None:
-            active = controller.status().active
+            active = local.controller.status().active
             if active is None:
                 raise UsageError("no model is active", hint="name a profile: modelctl logs NAME")
             container = active.container
         else:
-            profiles = catalog.load().profiles
-            container = container_name(catalog.find(name).name) if _known(profiles, name) else name
+            profiles = local.catalog.load().profiles
+            known = any(name in p.names for p in profiles.values())
+            container = container_name(local.catalog.find(name).name) if known else name
         info = runtime.container(container)
         if info is None:
             raise UsageError(f"no container {container} on this engine", hint="see `modelctl status`")
@@ -386,36 +462,49 @@ def logs(
     _run(False, body)
 
 
-def _known(profiles: dict[str, Profile], name: str) -> bool:
-    return any(name in p.names for p in profiles.values())
-
-
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     name: str,
     command: Annotated[list[str], typer.Argument(help="The command to run once NAME is ready (after --).")],
     restore: Annotated[bool, typer.Option("--restore", help="Put the previous model back afterwards.")] = False,
-    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the model to be ready.")] = None,
-    lock_timeout: Annotated[float, typer.Option(help="Seconds to wait for another switch.")] = 600.0,
+    timeout: TimeoutOption = None,
+    lock_timeout: LockTimeoutOption = DEFAULT_LOCK_TIMEOUT_S,
 ) -> None:
     """Switch to NAME, run CMD with OPENAI_BASE_URL set, and pass its exit code through."""
 
     def body() -> None:
-        remote = _service()
-        if remote:
-            active = (remote.status()["active"] or {}).get("profile")
-        else:
-            active = getattr(_context()[2].status().active, "profile", None)
+        _check_seconds("--timeout", timeout)
+        _check_seconds("--lock-timeout", lock_timeout)
+        _check_command(command)  # a command that cannot run is refused before anything is switched
+        backend = _backend()
+        active = backend.status().status.active
+        previous = active.profile if active else None
         # The switch line goes to stderr: CMD's stdout is often redirected to a result file.
-        result = _do_switch(name, timeout, lock_timeout, True, False, False, to=err)
+        result = _do_switch(backend, name, timeout, lock_timeout, True, False, False, to=err)
         try:
             code = _call_with_model(command, result)
         finally:
             if restore:
-                _restore(active, lock_timeout)
+                _restore(backend, previous, lock_timeout)
         raise typer.Exit(code)
 
     _run(False, body)
+
+
+def _check_command(command: list[str]) -> None:
+    """CMD as the system will find it: on PATH, or a path to an executable file. Checked before the
+    switch, so that a typo never costs the running model; `_call_with_model` still reports a
+    command that goes away in between."""
+    program = command[0]
+    if os.sep in program or (os.altsep and os.altsep in program):
+        if not os.path.lexists(program):
+            raise UsageError(f"command not found: {program}", hint="nothing was switched")
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            raise UsageError(f"cannot run {program}: Permission denied", hint="nothing was switched")
+    elif shutil.which(program) is None:
+        raise UsageError(
+            f"command not found: {program}", hint="not on PATH: give its path, or install it; nothing was switched"
+        )
 
 
 def _call_with_model(command: list[str], result: SwitchResult) -> int:
@@ -436,20 +525,15 @@ def _call_with_model(command: list[str], result: SwitchResult) -> int:
         raise UsageError(f"cannot run {command[0]}: {exc.strerror}") from None
 
 
-def _restore(profile: str | None, lock_timeout: float) -> None:
+def _restore(backend: Backend, profile: str | None, lock_timeout: float) -> None:
     """Put back what ran before `run`: the previous profile, or nothing."""
-    remote = _service()
     if profile is None:
-        if remote:
-            remote.stop(lock_timeout=lock_timeout)
-        else:
-            _context()[2].stop(lock_timeout_s=lock_timeout)
+        backend.stop(lock_timeout=lock_timeout)
         err.print("restored: no model (none ran before)")
         return
-    if remote:
-        result = remote.switch(profile, timeout=None, lock_timeout=lock_timeout, rollback=True, dry_run=False)
-    else:
-        result = _context()[2].switch(profile, lock_timeout_s=lock_timeout, clock=PhaseClock(_progress(False)))
+    # Phases as plain lines on stderr without a TTY (no live line: CMD has just used the terminal).
+    clock: PhaseClock | None = _ProgressLine(interactive=err.is_terminal).clock if backend.feeds_clock else None
+    result = backend.switch(profile, timeout=None, lock_timeout=lock_timeout, rollback=True, dry_run=False, clock=clock)
     err.print(f"restored {result.profile} in {result.total_s:.2f}s")
 
 
@@ -461,6 +545,8 @@ def doctor(as_json: JsonOption = False) -> None:
     checks = run_checks()
     failed = any(c.status == "fail" for c in checks)
     if as_json:
+        from dataclasses import asdict
+
         _emit({"ok": not failed, "checks": [asdict(c) for c in checks]})
     else:
         colour = {"ok": "green", "warn": "yellow", "fail": "red"}
@@ -500,7 +586,7 @@ def import_compose(
 
         from . import compose_import
 
-        settings = load_settings()
+        settings = _settings()
         source = Path(file)
         result = compose_import.import_compose_file(source, gpu_total_gib=gpu_total_gib or settings.gpu_total_gib)
         if not result.imported:
@@ -524,7 +610,7 @@ def serve() -> None:
     def body() -> None:
         from .service import serve as run_service
 
-        run_service(load_settings())
+        run_service(_settings())
 
     _run(False, body)
 

@@ -1,13 +1,12 @@
-"""The CLI's client for the service: with MODELCTL_URL set, `switch`, `status` and `stop` ask the
-service there instead of the Docker engine, with the same output and exit codes.
+"""HTTP to the modelctl service at MODELCTL_URL: its JSON documents in, its errors as modelctl's.
 
-The service answers with the CLI's own JSON documents; its errors carry the CLI's exit code, which
-becomes the error type here, so the CLI renders them exactly as it renders its own.
+The CLI reaches it through `backend.ServiceBackend`, which reads the documents into typed results
+(report.py's `*_from_json`). The service's errors carry the CLI's exit code, which becomes the
+error type here, so the CLI renders them exactly as it renders its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +20,6 @@ from .errors import (
     NotReadyError,
     UsageError,
 )
-from .results import SwitchResult
 from .settings import Settings
 
 ERRORS_BY_CODE: dict[int, type[ModelctlError]] = {
@@ -50,7 +48,8 @@ class ServiceClient:
 
     def switch(
         self, name: str, *, timeout: float | None, lock_timeout: float, rollback: bool, dry_run: bool
-    ) -> SwitchResult:
+    ) -> dict[str, Any]:
+        """The switch result's document; waits as long as the service does."""
         params: dict[str, Any] = {"lock_timeout": lock_timeout}
         if timeout is not None:
             params["timeout"] = timeout
@@ -58,9 +57,7 @@ class ServiceClient:
             params["no_rollback"] = "true"
         if dry_run:
             params["dry_run"] = "true"
-        data = self._call("POST", f"/api/switch/{quote(name, safe='')}", params=params, read_timeout=None)
-        known = {f.name for f in fields(SwitchResult)}
-        return SwitchResult(**{key: value for key, value in data.items() if key in known})
+        return self._call("POST", f"/api/switch/{quote(name, safe='')}", params=params, read_timeout=None)
 
     def _call(
         self,

@@ -1,17 +1,23 @@
 """Plans, switch results and status as JSON documents: one shape for the CLI and the service.
 
+Each `*_json` renderer has its `*_from_json` reader next to it: the service renders typed results
+with the first, the CLI's service backend reads them back with the second, and the CLI renders
+what it read exactly as it renders its own (the round trip is this module's business alone).
+
 The status document is a contract (DESIGN.md): scripts read `active` and `containers`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .errors import ModelctlError, NotReadyError
 from .footprints import Footprint
+from .gpu import GpuBudget, GpuDevice, GpuState
 from .plan import Plan
-from .results import GpuReport, Status, SwitchResult
+from .results import ActiveModel, GpuHolder, GpuReport, Status, SwitchResult
+from .runtime import ContainerInfo
 
 
 def plan_json(plan: Plan, measured: Footprint | None = None) -> dict[str, Any]:
@@ -49,6 +55,39 @@ def switch_json(result: SwitchResult) -> dict[str, Any]:
     return asdict(result)
 
 
+def switch_from_json(data: dict[str, Any]) -> SwitchResult:
+    """A switch result as the service rendered it; keys a newer service adds are left out."""
+    known = {f.name for f in fields(SwitchResult)}
+    return SwitchResult(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass(frozen=True)
+class OperationInfo:
+    """The operation the service's worker runs now (`switch` in /api/status): only it knows."""
+
+    operation: str  # "switch", "stop" or "reconcile"
+    target: str | None
+    phase: str
+    detail: str
+    since: str  # ISO 8601, UTC
+
+
+def operation_json(op: OperationInfo | None) -> dict[str, Any] | None:
+    return None if op is None else asdict(op)
+
+
+def operation_from_json(data: dict[str, Any] | None) -> OperationInfo | None:
+    if data is None:
+        return None
+    return OperationInfo(
+        operation=data["operation"],
+        target=data.get("target"),
+        phase=data.get("phase") or "",
+        detail=data.get("detail") or "",
+        since=data.get("since") or "",
+    )
+
+
 def status_json(status: Status) -> dict[str, Any]:
     """The status document of DESIGN.md (contract): active, containers, gpu."""
     active = status.active
@@ -72,6 +111,44 @@ def status_json(status: Status) -> dict[str, Any]:
             for name, fp in status.footprints.items()
         },
     }
+
+
+def status_from_json(data: dict[str, Any]) -> Status:
+    """The status document read back; `status_json` of it is the document again.
+
+    What the document does not carry is left empty: a container's labels (plan hash, served model,
+    port), a footprint's plan hash and time, the profile warnings.
+    """
+    active = data["active"]
+    return Status(
+        active=None
+        if active is None
+        else ActiveModel(
+            profile=active["profile"],
+            container=active["container"],
+            served_model=active["served_model"],
+            ready=active["ready"],
+            url=active["url"],
+        ),
+        containers=[
+            ContainerInfo(
+                id=c["id"],
+                name=c["name"],
+                image=c["image"],
+                state=c["state"],
+                profile=c["profile"],
+                plan_hash=None,
+                served_model=None,
+                port=None,
+            )
+            for c in data["containers"]
+        ],
+        gpu=gpu_from_json(data["gpu"]),
+        footprints={
+            name: Footprint(measured_gib=m["measured_gib"], vram_gib=m["vram_gib"], plan_hash="", measured_at=0.0)
+            for name, m in data["measured"].items()
+        },
+    )
 
 
 def gpu_json(report: GpuReport) -> dict[str, Any]:
@@ -102,6 +179,41 @@ def gpu_json(report: GpuReport) -> dict[str, Any]:
             for h in report.holders
         ],
     }
+
+
+def gpu_from_json(data: dict[str, Any]) -> GpuReport:
+    """`gpu --json` read back. A device's own process list is not in the document (the holders
+    are): a device that lists them gets an empty list, one that cannot gets None."""
+    state = GpuState(
+        mode=data["mode"],
+        reason=data["reason"] or "",
+        driver_version=data["driver_version"],
+        devices=[
+            GpuDevice(
+                index=d["index"],
+                name=d["name"],
+                total_gib=d["total_gib"],
+                free_gib=d["free_gib"],
+                used_gib=d["used_gib"],
+                processes=[] if d["processes_listed"] else None,
+            )
+            for d in data["devices"]
+        ],
+    )
+    holders = data["processes"]
+    return GpuReport(
+        state=state,
+        budget=GpuBudget(total_gib=data["total_gib"], source=data["source"]),
+        holders=None
+        if holders is None
+        else [
+            GpuHolder(
+                device=h["device"], pid=h["pid"], name=h["name"], used_gib=h["used_gib"], container=h["container"]
+            )
+            for h in holders
+        ],
+        estimated_used_gib=data["estimated_used_gib"],
+    )
 
 
 def error_json(error: ModelctlError) -> dict[str, Any]:
