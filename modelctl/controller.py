@@ -193,7 +193,10 @@ class Controller:
         if device is None or holders is None:
             return
         names = {c.name for c in leaving}
-        freed_by_stop = sum(h.used_gib or 0 for h in holders if h.container in names)
+        going = [h for h in holders if h.container in names]
+        if any(h.used_gib is None for h in going):
+            return  # NVML does not say how much the stop frees (some WSL2, MIG): the release wait decides
+        freed_by_stop = sum(h.used_gib or 0 for h in going)
         if device.free_gib + freed_by_stop >= plan.start_needs_gib:
             return
         staying = [h for h in holders if h.container not in names]
