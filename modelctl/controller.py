@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from .catalog import Catalog
-from .errors import DoesNotFitError, ModelctlError, NotReadyError
+from .errors import DoesNotFitError, Interrupted, ModelctlError, NotReadyError, UsageError
 from .eviction import evictions
 from .footprints import Footprint, read_footprints, record_footprint
 from .gpu import GpuBudget, GpuDevice, GpuMonitor
+from .host import Host, LocalHost
 from .lock import switch_lock
 from .plan import Plan
 from .progress import PhaseClock
@@ -46,12 +47,14 @@ class Controller:
         catalog: Catalog,
         gpu: GpuMonitor,
         servers: ModelServers | None = None,
+        host: Host | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.catalog = catalog
         self.gpu = gpu
         self.servers = servers or HttpModelServers()
+        self.host = host or LocalHost()
         self._lock_holder: int | None = None  # the thread holding the switch lock through this controller
 
     # --- plans ---------------------------------------------------------------------------
@@ -106,24 +109,17 @@ class Controller:
                 with clock.phase("pull", plan.spec.image):
                     self.runtime.pull(plan.spec.image)  # fails before anything is stopped
             leaving = evictions(plan, running)
-            self._check_room(plan, leaving)  # a host process that will not go: refuse now
-
-            with clock.phase("stop", _names(leaving)):
-                self.runtime.stop(leaving, self.settings.stop_grace)
-            result.stopped = [c.name for c in leaving]
-            if target:  # the same profile planned otherwise: set aside, the rollback may need it
-                self.runtime.rename(target.id, plan.spec.name + PREVIOUS_SUFFIX)
+            self._check_before_stop(plan, leaving)  # what would fail after the stop fails now
 
             try:
+                with clock.phase("stop", _names(leaving)):
+                    self.runtime.stop(leaving, self.settings.stop_grace)
+                result.stopped = [c.name for c in leaving]
+                if target:  # the same profile planned otherwise: set aside, the rollback may need it
+                    self.runtime.rename(target.id, plan.spec.name + PREVIOUS_SUFFIX)
                 self._start_and_wait(plan, clock, timeout_s)
-            except Exception as exc:
-                failure = (
-                    exc
-                    if isinstance(exc, ModelctlError)
-                    else ModelctlError(
-                        f"the switch to {plan.profile.name} failed unexpectedly: {type(exc).__name__}: {exc}"
-                    )
-                )
+            except BaseException as exc:  # Ctrl-C and SIGTERM included: what ran before comes back
+                failure = _failure(exc, plan, clock)
                 if rollback:
                     sentence, failure.rolled_back = self._roll_back(leaving, plan, clock)
                     failure.message += sentence
@@ -174,6 +170,36 @@ class Controller:
             self._measure_footprint(plan, container)
         except Exception as exc:  # advice only: a switch that worked must not fail for it
             log.warning("could not record the footprint of %s: %s", plan.profile.name, exc)
+
+    # --- checks before anything is stopped ------------------------------------------------
+
+    def _check_before_stop(self, plan: Plan, leaving: list[ContainerInfo]) -> None:
+        """Everything that would fail after the stop, checked while the old model still runs."""
+        self._check_room(plan, leaving)  # a host process that will not go
+        self._check_port(plan, leaving)
+        cache = self.settings.hf_cache
+        if cache.is_absolute():  # else a Docker volume name (settings refuse relative paths)
+            try:
+                self.host.ensure_directory(cache)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot create the Hugging Face cache {cache} (MODELCTL_HF_CACHE): {exc.strerror or exc}",
+                    hint="create it, or point MODELCTL_HF_CACHE at a directory you can write or a Docker volume name",
+                ) from None
+
+    def _check_port(self, plan: Plan, leaving: list[ContainerInfo]) -> None:
+        """The target's host port must be free, or held by a vLLM container that is about to stop."""
+        port = plan.spec.port
+        if not self.host.port_in_use(plan.spec.host_ip, port):
+            return
+        # A foreign container's published ports are not in its labels: it may be the holder.
+        if any(c.foreign or c.port == port for c in leaving):
+            return
+        raise NotReadyError(
+            f"port {port} on {plan.spec.host_ip} is in use by another process, so {plan.profile.name} could not "
+            "listen there; nothing was stopped",
+            hint=f"stop what listens there (`ss -ltnp 'sport = :{port}'` names it), or give the profile another port",
+        )
 
     # --- GPU memory ----------------------------------------------------------------------
 
@@ -277,6 +303,10 @@ class Controller:
         try:
             if managed:
                 back = managed[0]
+                if self.runtime.is_running(back.id) and self.servers.is_serving(
+                    self._url(back), back.served_model or ""
+                ):
+                    return f"; {back.profile} was never stopped and still runs", True  # the stop failed first
                 with clock.phase("rollback", back.profile or ""):
                     if back.profile == failed.profile.name:
                         self._restart_previous(back, failed.spec.name)
@@ -289,8 +319,9 @@ class Controller:
                 with clock.phase("rollback", foreign[0].name):
                     self.runtime.start_existing(foreign[0].id)
                 return f"; restarted {foreign[0].name}, which ran before", True
-        except ModelctlError as exc:
-            return f"; rollback failed too: {exc.message}", False
+        except Exception as exc:  # whatever failed here, the first failure stays the error
+            why = exc.message if isinstance(exc, ModelctlError) else f"{type(exc).__name__}: {exc}"
+            return f"; rollback failed too: {why}", False
         return "; nothing ran before, so nothing was rolled back", False
 
     def _restart_previous(self, previous: ContainerInfo, name: str) -> None:
@@ -400,6 +431,15 @@ class Controller:
             footprints=read_footprints(self.settings.state_dir),
             warnings=self.catalog.load().warnings(),
         )
+
+
+def _failure(exc: BaseException, plan: Plan, clock: PhaseClock) -> ModelctlError:
+    """The error a failed switch raises: modelctl's own, an interruption (exit 130), or a bug (exit 1)."""
+    if isinstance(exc, ModelctlError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(f"the switch to {plan.profile.name} was interrupted in phase {clock.current}")
+    return ModelctlError(f"the switch to {plan.profile.name} failed unexpectedly: {type(exc).__name__}: {exc}")
 
 
 def _finished(result: SwitchResult, clock: PhaseClock) -> SwitchResult:

@@ -84,5 +84,11 @@ class Forbidden(UsageError):
     service (DNS rebinding) (HTTP 403)."""
 
 
+class Interrupted(ModelctlError):
+    """SIGINT or SIGTERM during a switch; raised after the rollback (exit code 130, like Ctrl-C)."""
+
+    exit_code = 130
+
+
 class OperationAbandoned(EngineUnreachableError):
     """The service is stopping while an operation runs (HTTP 503, exit code 5 like a lost service)."""

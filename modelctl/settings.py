@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,10 +34,16 @@ class Settings(BaseSettings):
     # "all", "none", or comma-separated device ids ("0", "0,1").
     gpus: str = "all"
     # GPU size to assume where NVML cannot tell (no driver, no GPU, MODELCTL_GPUS=none).
-    gpu_total_gib: float = Field(default=12.0, gt=0)
+    gpu_total_gib: float = Field(default=12.0, gt=0, allow_inf_nan=False)
     state_dir: Path = Field(default_factory=_default_state_dir)
     # Address model ports are published on. Loopback by default: a model server has no auth.
     host: str = "127.0.0.1"
+    # Model containers' IPC: "private" (their own namespace, with runtime.SHM_SIZE of /dev/shm) or
+    # "host" (`--ipc host`: the host's IPC namespace, as vLLM's Docker guide shows).
+    ipc: Literal["private", "host"] = "private"
+    # What the service does with a vLLM container it did not start, started while it runs:
+    # "stop" it (within seconds; logged and counted) or only "warn" (log and count).
+    enforce: Literal["stop", "warn"] = "stop"
     # Whole seconds a stopped container gets between SIGTERM and SIGKILL (Docker counts in seconds).
     stop_grace: int = Field(default=10, ge=0)
     # Mounted at the containers' Hugging Face cache: a host directory, or a Docker volume name
@@ -59,6 +66,15 @@ class Settings(BaseSettings):
     # Stop the active model after this many seconds without proxy requests (0: never), and go back
     # to MODELCTL_DEFAULT_PROFILE (if set and not the idle one) instead of stopping.
     idle_ttl: float = Field(default=0.0, ge=0)
+    # Proxy limits: a request body over max_body_mb MiB gets 413 (before it is read past that); a model
+    # server that sends no byte for idle_timeout seconds gets its request ended (504, or an error event
+    # in a stream); once a swap is decided, the old model's requests in flight get drain_timeout
+    # seconds before they are ended with an error and the swap goes on.
+    proxy_max_body_mb: float = Field(default=64.0, gt=0, allow_inf_nan=False)
+    proxy_idle_timeout: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    proxy_drain_timeout: float = Field(default=120.0, gt=0, allow_inf_nan=False)
+    # Open connections the service takes at once; beyond, uvicorn answers 503 (idle ones close after 5 s).
+    max_connections: int = Field(default=1024, ge=1)
     # With MODELCTL_URL set, the CLI asks the service at that URL instead of the engine.
     url: str | None = None
     # Hugging Face token passed to the containers; never printed (SecretStr masks it).
@@ -69,6 +85,18 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # `MODELCTL_API_TOKEN=` in an .env file means "no token", never "the empty token".
         return None if value == "" else value
+
+    @field_validator("hf_cache")
+    @classmethod
+    def _cache_path_or_volume(cls, value: Path) -> Path:
+        # Docker takes an absolute path as a bind mount and a bare name as a volume; "~/x" (never
+        # expanded by Docker) and "cache/hf" are neither, and fail only after the stop.
+        value = value.expanduser()
+        if "/" in str(value) and not value.is_absolute():
+            raise ValueError(
+                f"expected an absolute directory or a Docker volume name, got the relative path {str(value)!r}"
+            )
+        return value
 
     @field_validator("gpus")
     @classmethod

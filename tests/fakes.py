@@ -469,6 +469,26 @@ class FakeModelServers:
         return 0.0
 
 
+# --- the host: ports and directories ------------------------------------------------------------
+
+
+class FakeHost:
+    """Ports some other process listens on, and the directories the controller made."""
+
+    def __init__(self) -> None:
+        self.busy_ports: set[int] = set()
+        self.made: list[Path] = []
+        self.unwritable: set[Path] = set()
+
+    def port_in_use(self, host: str, port: int) -> bool:
+        return port in self.busy_ports
+
+    def ensure_directory(self, path: Path) -> None:
+        if path in self.unwritable:
+            raise PermissionError(13, "Permission denied")
+        self.made.append(path)
+
+
 # --- a whole world: profiles, settings, fakes and the controller ---------------------------------
 
 
@@ -485,9 +505,10 @@ class World:
         self.runtime = FakeRuntime()
         self.gpu = FakeGpu(self.runtime) if self.gpu_mode == "nvml" else FakeGpu.degraded(self.runtime)
         self.servers = FakeModelServers(self.runtime)
+        self.host = FakeHost()
         self.catalog = Catalog(self.profiles_dir)
         self.settings = make_settings(self.root, **self.settings_overrides)
-        self.controller = Controller(self.settings, self.runtime, self.catalog, self.gpu, self.servers)
+        self.controller = Controller(self.settings, self.runtime, self.catalog, self.gpu, self.servers, self.host)
 
     @property
     def profiles_dir(self) -> Path:

@@ -13,7 +13,15 @@ import logging
 import pytest
 from fakes import LOADING, World, crash, hang
 
-from modelctl.errors import DoesNotFitError, EngineUnreachableError, ModelctlError, NotReadyError, ProfileError
+from modelctl.errors import (
+    DoesNotFitError,
+    EngineUnreachableError,
+    Interrupted,
+    ModelctlError,
+    NotReadyError,
+    ProfileError,
+    UsageError,
+)
 from modelctl.footprints import Footprint
 from modelctl.gpu import GpuBudget, GpuProcess
 from modelctl.progress import PhaseClock
@@ -359,18 +367,19 @@ def test_rollback_to_a_removed_foreign_container_says_so(world):
 
 
 def test_engine_error_in_the_middle_of_the_stop_propagates(world):
-    """What runs afterwards: nothing. No rename, no start, no rollback - the engine is gone; what
-    was stopped stays stopped, what was not reached keeps running (still at most one model), and
-    the lock is released, so the next switch repairs."""
+    """The stop is inside the rollback's try: the first failure stays the error (exit 5), and the
+    model the failed stop never reached is left running, untouched; the lock is released, so the
+    next switch finishes the job."""
     switched_to_a(world)
     world.runtime.add_foreign("vllm-by-hand")  # crept in: two run, the newest first
     world.runtime.fail_on("stop_one", 2)
     with pytest.raises(EngineUnreachableError) as caught:
         world.controller.switch("demo-b")
     assert caught.value.exit_code == 5
-    assert caught.value.message == "Docker engine unreachable at unix:///var/run/docker.sock: gone"
-    assert caught.value.rolled_back is False
-    assert world.runtime.calls[-1] == ("stop", ("vllm-by-hand", "modelctl-demo-a"), 2)
+    assert caught.value.message == (
+        "Docker engine unreachable at unix:///var/run/docker.sock: gone; demo-a was never stopped and still runs"
+    )
+    assert caught.value.rolled_back is True
     assert world.runtime.actions() == [("stop", ("vllm-by-hand", "modelctl-demo-a"), 2)]
     assert world.runtime.running_names() == ["modelctl-demo-a"]
     # The engine is back: the next switch takes the lock and finishes the job.
@@ -402,18 +411,59 @@ def test_unexpected_error_after_ready_stops_the_new_model_and_rolls_back(world):
     assert world.runtime.states() == {"modelctl-demo-b": "exited", "modelctl-demo-a": "running"}
 
 
-def test_interrupt_while_loading_stops_the_unconfirmed_model(world):
+def test_interrupt_while_loading_puts_the_previous_model_back_and_exits_130(world):
     switched_to_a(world)
     world.runtime.fail_on("is_running", 1, KeyboardInterrupt())
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as caught:
         world.controller.switch("demo-b")
+    assert caught.value.exit_code == 130
+    assert caught.value.message == "the switch to demo-b was interrupted in phase load; rolled back to demo-a"
     assert world.runtime.actions() == [
         ("stop", ("modelctl-demo-a",), 2),
         ("run", "modelctl-demo-b"),
         ("stop", ("modelctl-demo-b",), 2),
+        ("run", "modelctl-demo-a"),
+        ("set_restart_policy", "000000000003" + "f" * 52, "unless-stopped"),
     ]
-    assert world.runtime.running_names() == []
-    assert world.controller.switch("demo-a").outcome == "switched", "the lock was released"
+    assert world.runtime.running_names() == ["modelctl-demo-a"]
+    assert world.controller.switch("demo-b").outcome == "switched", "the lock was released"
+
+
+def test_a_port_held_by_another_process_is_refused_before_anything_stops(world):
+    switched_to_a(world)
+    world.runtime.calls.clear()
+    world.host.busy_ports.add(8002)
+    with pytest.raises(NotReadyError) as caught:
+        world.controller.switch("demo-b")
+    assert caught.value.exit_code == 4
+    assert caught.value.message == (
+        "port 8002 on 127.0.0.1 is in use by another process, so demo-b could not listen there; nothing was stopped"
+    )
+    assert world.runtime.actions() == []
+    assert world.runtime.running_names() == ["modelctl-demo-a"]
+
+
+def test_a_port_held_by_a_leaving_vllm_container_is_fine(world):
+    world.profile("demo-c", port=8001)  # demo-a's port
+    switched_to_a(world)
+    world.host.busy_ports.add(8001)  # docker-proxy of demo-a holds it until demo-a stops
+    assert world.controller.switch("demo-c").outcome == "switched"
+    world.runtime.add_foreign("vllm-by-hand")  # a foreign one may hold any port: its ports are not labelled
+    world.host.busy_ports.add(8002)
+    assert world.controller.switch("demo-b").outcome == "switched"
+
+
+def test_a_missing_hf_cache_directory_is_made_before_the_stop_and_an_unwritable_one_refused(world):
+    switched_to_a(world)
+    assert world.host.made[-1] == world.root / "hf"
+    world.host.unwritable.add(world.root / "hf")
+    world.runtime.calls.clear()
+    with pytest.raises(UsageError) as caught:
+        world.controller.switch("demo-b")
+    assert caught.value.message == (
+        f"cannot create the Hugging Face cache {world.root / 'hf'} (MODELCTL_HF_CACHE): Permission denied"
+    )
+    assert world.runtime.actions() == []
 
 
 def test_missing_image_is_pulled_before_anything_stops(world):
