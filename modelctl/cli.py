@@ -180,7 +180,7 @@ def list_profiles(as_json: JsonOption = False) -> None:
         gpu = NvmlGpu(settings).read().budget(settings)
         plans = catalog.plans(gpu, settings)
         if as_json:
-            _emit([plan_json(plan) for plan in plans])
+            _emit([plan_json(plan) for plan in plans])  # a contract: valid profiles only
             return
         table = Table(title=f"profiles in {settings.profiles_dir} - GPU {gpu.total_gib:.2f} GiB, {gpu.source}")
         for column in ("name", "model", "tier", "vram GiB", "utilization", "fits", "port"):
@@ -196,6 +196,8 @@ def list_profiles(as_json: JsonOption = False) -> None:
                 "yes" if plan.fits else "[red]no[/red]",
                 str(plan.profile.port),
             )
+        for bad in catalog.load().invalid:  # skipped, never fatal: shown as an error row
+            table.add_row(bad.path.stem, Text(f"invalid: {bad.error.message}", style="red"), "-", "-", "-", "-", "-")
         out.print(table)
 
     _run(as_json, body)
@@ -324,6 +326,8 @@ def status(as_json: JsonOption = False) -> None:
         from .report import operation_json, status_json
 
         seen = _backend().status()
+        for warning in seen.status.warnings:  # invalid profile files, skipped
+            err.print(Text(f"warning: {warning}", style="yellow"))
         if as_json:
             data = status_json(seen.status)
             if seen.knows_operations:  # the service's document says what is under way (null: nothing)

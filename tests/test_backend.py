@@ -272,3 +272,15 @@ def test_local_backend_times_phases_on_the_callers_clock(local):
     clock = PhaseClock(lambda phase, detail: heard.append((phase, detail)))
     result = local.switch("demo-a", lock_timeout=1, dry_run=True, clock=clock)
     assert heard == [("plan", "")] and list(result.phases) == ["plan"] == list(clock.phases)
+
+
+def test_status_prints_profile_warnings_on_stderr(monkeypatch):
+    status = degraded_status()
+    status.warnings = ["skipped invalid profile /p/typo.yaml: missing required key 'image'"]
+    monkeypatch.setattr(cli, "_backend", lambda: FakeLocal(status))
+    done = CliRunner().invoke(cli.app, ["status"])
+    assert done.exit_code == 0
+    assert done.stderr.splitlines() == [f"warning: {status.warnings[0]}"]
+    assert "warning" not in done.stdout
+    as_json = CliRunner().invoke(cli.app, ["status", "--json"])
+    assert json.loads(as_json.stdout) == status_json(status)

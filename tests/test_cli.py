@@ -145,3 +145,14 @@ def test_switch_to_the_invalid_profile_still_exits_2(offline):
     (offline.profiles_dir / "typo.yaml").write_text("name: typo\nmodel: m\n")
     done = offline.cli("switch", "typo")
     refused(done, "typo.yaml")
+
+
+def test_list_shows_an_invalid_profile_as_an_error_row(offline):
+    (offline.profiles_dir / "typo.yaml").write_text("name: typo\nmodel: m\n")
+    done = offline.cli("list", env={"COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if "typo" in line or "demo-a" in line]
+    assert any("demo-a" in row and "yes" in row for row in rows)
+    assert any("typo" in row and "invalid:" in row and "typo.yaml" in row for row in rows), done.stdout
+    listed = json.loads(offline.cli("list", "--json").stdout)
+    assert [p["profile"] for p in listed] == ["demo-a"], "the JSON list holds the valid profiles only"
