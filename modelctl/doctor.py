@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .catalog import Catalog
 from .errors import ModelctlError
 from .gpu import GpuBudget, GpuState, NvmlGpu
+from .plan import exposure_warning
 from .profiles import Profile
 from .settings import Settings, load_settings
 
@@ -39,6 +40,7 @@ def run_checks() -> list[Check]:
     ]
     checks += [_fits(catalog, name, gpu, settings) for name in found.profiles]
     checks += _ports(found.profiles, settings)
+    checks.append(_exposure(settings))
     checks.append(_hf_cache(settings))
     return checks
 
@@ -88,12 +90,28 @@ def _fits(catalog: Catalog, name: str, gpu: GpuBudget, settings: Settings) -> Ch
     return Check(f"profile {name}", "ok", f"utilization {plan.utilization:.2f} ({plan.sizing.reason})")
 
 
+def answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Something accepts TCP connections on host:port (IPv4 or IPv6, brackets or not)."""
+    host = host.strip().removeprefix("[").removesuffix("]")
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.settimeout(timeout_s)
+                if probe.connect_ex(address) == 0:
+                    return True
+        except OSError:
+            continue  # e.g. no IPv6 on this machine
+    return False
+
+
 def _ports(profiles: dict[str, Profile], settings: Settings) -> list[Check]:
     checks = []
     for port in sorted({p.port for p in profiles.values()}):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.settimeout(0.5)
-            in_use = probe.connect_ex((settings.poll_host, port)) == 0
+        in_use = answers(settings.poll_host, port)
         checks.append(
             Check(
                 f"port {port}",
@@ -105,6 +123,13 @@ def _ports(profiles: dict[str, Profile], settings: Settings) -> list[Check]:
             else Check(f"port {port}", "ok", f"free on {settings.poll_host}")
         )
     return checks
+
+
+def _exposure(settings: Settings) -> Check:
+    warning = exposure_warning(settings.host)
+    if warning:
+        return Check("model host", "warn", warning, "set MODELCTL_HOST=127.0.0.1")
+    return Check("model host", "ok", f"models are published on {settings.host} only (loopback)")
 
 
 def _hf_cache(settings: Settings) -> Check:

@@ -9,6 +9,7 @@ the model always gets at least what its profile says.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import shlex
@@ -18,7 +19,7 @@ from . import __version__
 from .errors import DoesNotFitError
 from .gpu import GpuBudget
 from .profiles import Profile
-from .runtime import HF_CACHE_IN_CONTAINER, LABEL_PLAN_HASH, ContainerSpec, container_name, model_labels
+from .runtime import HF_CACHE_IN_CONTAINER, LABEL_PLAN_HASH, SHM_SIZE, ContainerSpec, container_name, model_labels
 from .settings import Settings, url_host
 from .vllm.flags import server_argv
 
@@ -65,6 +66,12 @@ class Plan:
         return self.spec.labels[LABEL_PLAN_HASH]
 
     @property
+    def warnings(self) -> list[str]:
+        """What a person should know before this plan runs (printed by the CLI, logged by the service)."""
+        exposed = exposure_warning(self.spec.host_ip, self.spec.port)
+        return [exposed] if exposed else []
+
+    @property
     def url(self) -> str:
         """Base URL of the OpenAI API once the model runs."""
         return f"http://{url_host(self.spec.host_ip)}:{self.spec.port}/v1"
@@ -79,6 +86,8 @@ class Plan:
             argv += ["--gpus", f'"device={",".join(s.gpu_device_ids)}"']
         if s.ipc_host:
             argv += ["--ipc", "host"]
+        elif s.shm_size:
+            argv += ["--shm-size", s.shm_size]
         argv += ["-p", f"{s.host_ip}:{s.port}:{s.port}", "-v", f"{s.hf_cache}:{HF_CACHE_IN_CONTAINER}"]
         for key, value in s.env.items():
             argv += ["-e", f"{key}={value}"]
@@ -87,6 +96,31 @@ class Plan:
         for key, value in s.labels.items():
             argv += ["--label", f"{key}={value}"]
         return shlex.join([*argv, s.image, *s.command])
+
+
+def is_loopback_host(host: str) -> bool:
+    """An address only this machine reaches (127.0.0.0/8, ::1, localhost); a name is never resolved."""
+    host = host.strip().lower().removeprefix("[").removesuffix("]").removesuffix(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, port: int | None = None) -> str | None:
+    """The warning for a MODELCTL_HOST beyond loopback: vLLM's server has no authentication."""
+    if is_loopback_host(host):
+        return None
+    where = "every interface" if host.strip() in ("", "0.0.0.0", "::", "[::]") else host
+    port_text = f" (port {port})" if port is not None else ""
+    return (
+        f"MODELCTL_HOST={host or '(empty)'} publishes the model server{port_text} on {where}, and vLLM's "
+        "server has no authentication: anyone who reaches it can use the model, and with sleep mode put it "
+        "to sleep. Keep MODELCTL_HOST=127.0.0.1 and serve others through `modelctl serve` with "
+        "MODELCTL_API_TOKEN, or firewall the port."
+    )
 
 
 def utilization_for(vram_gib: float, total_gib: float) -> float:
@@ -145,6 +179,8 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         extra=profile.vllm_args,
     )
     secret_env_names = ("HF_TOKEN",) if settings.hf_token is not None else ()
+    ipc_host = settings.ipc == "host"
+    shm_size = None if ipc_host else SHM_SIZE
     spec_without_labels = {
         "image": profile.image,
         "command": command,
@@ -154,6 +190,9 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         "gpus": settings.gpu_device_ids,
         "hf_cache": str(settings.hf_cache),
         "secret_env": list(secret_env_names),
+        # A container that ran with the host's IPC (every container before MODELCTL_IPC) is not the
+        # plan any more: the next switch to it replaces it once.
+        "ipc": "host" if ipc_host else f"private shm {shm_size}",
     }
     plan_hash = hashlib.sha256(json.dumps(spec_without_labels, sort_keys=True).encode()).hexdigest()[:16]
     labels = model_labels(
@@ -173,6 +212,8 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         port=profile.port,
         gpu_device_ids=settings.gpu_device_ids,
         hf_cache=str(settings.hf_cache),
+        ipc_host=ipc_host,
+        shm_size=shm_size,
         secret_env_names=secret_env_names,
     )
     return Plan(profile=profile, gpu=gpu, sizing=sizing, utilization=utilization, spec=spec)

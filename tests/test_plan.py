@@ -6,8 +6,9 @@ import pytest
 
 from modelctl.errors import DoesNotFitError
 from modelctl.gpu import GpuBudget
-from modelctl.plan import START_MARGIN_GIB, check_fits, make_plan, utilization_for
+from modelctl.plan import START_MARGIN_GIB, check_fits, exposure_warning, make_plan, utilization_for
 from modelctl.profiles import Profile, Tier
+from modelctl.runtime import SHM_SIZE
 from modelctl.settings import Settings
 
 
@@ -125,3 +126,47 @@ def test_an_empty_token_in_an_env_file_means_no_token(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "")
     settings = Settings()
     assert settings.api_token is None and settings.hf_token is None
+
+
+def test_shared_memory_by_default_host_ipc_only_when_asked(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("MODELCTL_IPC", raising=False)
+    private = make_plan(profile(), GPU12, Settings(gpus="none"))
+    assert private.spec.ipc_host is False and private.spec.shm_size == SHM_SIZE == "8g"
+    assert "--shm-size 8g" in private.docker_run_line() and "--ipc" not in private.docker_run_line()
+    host = make_plan(profile(), GPU12, Settings(gpus="none", ipc="host"))
+    assert host.spec.ipc_host is True and host.spec.shm_size is None
+    assert "--ipc host" in host.docker_run_line() and "--shm-size" not in host.docker_run_line()
+    assert host.hash != private.hash, "a container with the host's IPC is not the default plan"
+
+
+def test_ipc_setting_is_checked(monkeypatch):
+    from modelctl.errors import UsageError
+    from modelctl.settings import load_settings
+
+    monkeypatch.setenv("MODELCTL_IPC", "shareable")
+    with pytest.raises(UsageError, match="MODELCTL_IPC"):
+        load_settings()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_loopback_hosts_need_no_warning(host, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert exposure_warning(host) is None
+    assert make_plan(profile(), GPU12, Settings(gpus="none", host=host)).warnings == []
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.168.1.20", "myhost.lan"])
+def test_a_host_beyond_loopback_warns_that_vllm_has_no_authentication(host, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    [warning] = make_plan(profile(), GPU12, Settings(gpus="none", host=host)).warnings
+    assert warning.startswith(f"MODELCTL_HOST={host or '(empty)'} publishes the model server (port 8000)")
+    assert "no authentication" in warning and warning == exposure_warning(host, 8000)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_non_finite_gpu_size_is_refused(value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="finite"):
+        Settings(gpu_total_gib=value)

@@ -393,3 +393,35 @@ def test_cli_killed_mid_switch_leaves_a_state_the_next_switch_repairs(engine, wo
     result = workspace.cli_json("switch", "demo-b", "--lock-timeout", "5")  # no stale lock
     assert result["stopped"] == ["modelctl-slow"]
     assert running_vllm(engine) == ["modelctl-demo-b"]
+
+
+def _squat(engine, name: str):
+    """A container modelctl did not start, holding the name modelctl would give a profile's."""
+    engine.images.get(STANDIN_IMAGE).tag("local/busybox", "1")
+    return engine.containers.run("local/busybox:1", name=name, entrypoint=["/bin/sh", "-c", "sleep 300"], detach=True)
+
+
+def test_a_container_modelctl_did_not_start_is_never_removed_for_its_name(engine, workspace):
+    workspace.profile("demo-a")
+    b = workspace.profile("demo-b")
+    workspace.cli_json("switch", "demo-b")
+    squatter = _squat(engine, "modelctl-demo-a")
+    error = workspace.cli_json("switch", "demo-a", expect=2)["error"]
+    assert "a container named modelctl-demo-a" in error["message"] and "modelctl did not start it" in error["message"]
+    assert "docker rename modelctl-demo-a" in error["hint"]
+    squatter.reload()
+    assert squatter.status == "running" and squatter.name == "modelctl-demo-a"
+    assert running_vllm(engine) == ["modelctl-demo-b"]
+    assert served_models(b["port"]) == ["demo-b"]
+
+
+@pytest.mark.xfail(strict=False, reason="until Controller.switch calls ensure_names_free before its stop")
+def test_a_name_held_by_a_stranger_is_refused_before_anything_is_stopped(engine, workspace):
+    workspace.profile("demo-a")
+    workspace.profile("demo-b")
+    workspace.cli_json("switch", "demo-b")
+    first = engine.containers.get("modelctl-demo-b").id
+    _squat(engine, "modelctl-demo-a")
+    error = workspace.cli_json("switch", "demo-a", expect=2)["error"]
+    assert "rolled back" not in error["message"], "refused before the stop: nothing to roll back"
+    assert engine.containers.get("modelctl-demo-b").id == first, "the running model untouched"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..errors import UsageError
 from ..vllm import runs_vllm_server
 
 # The labels modelctl puts on the containers it starts: how it finds them again, and what they run.
@@ -23,6 +24,16 @@ LABEL_PORT = "modelctl.port"
 
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
 CONTAINER_PREFIX = "modelctl-"
+
+# Shared memory (/dev/shm) of a model container when it keeps its own IPC namespace (the default;
+# `MODELCTL_IPC=host` shares the host's instead). Docker's default of 64 MiB is too small for vLLM:
+# vLLM's Docker guide (docs.vllm.ai, "Using Docker") says to give the container either
+# `--ipc=host` or `--shm-size`, because PyTorch passes tensors between vLLM's processes through
+# shared memory; and vLLM's multi-modal processor cache, which can live in shared memory
+# (`--mm-processor-cache-type shm`), defaults to 4 GiB (`mm_processor_cache_gb`, vllm/config/
+# multimodal.py). 8 GiB holds that cache with room for the tensors of images and video in flight.
+# It is a limit, not an allocation: the tmpfs takes host memory only as it fills.
+SHM_SIZE = "8g"
 
 
 def container_name(profile: str) -> str:
@@ -54,7 +65,10 @@ class ContainerSpec:
     port: int
     gpu_device_ids: list[str] | None  # None: all GPUs; []: none
     hf_cache: str
-    ipc_host: bool = True
+    # The host's IPC namespace (`--ipc host`, MODELCTL_IPC=host) or the container's own with
+    # `shm_size` of shared memory (the default: nothing of the host's IPC is shared).
+    ipc_host: bool = False
+    shm_size: str | None = SHM_SIZE
     # Values passed to the container but never printed, hashed or logged (HF_TOKEN).
     secret_env_names: tuple[str, ...] = field(default=())
 
@@ -107,6 +121,24 @@ def container_info(*, id: str, name: str, image: str, state: str, labels: dict[s
     )
 
 
+def foreign_name_error(holder: ContainerInfo) -> UsageError:
+    """A container modelctl did not start holds a name modelctl needs: never removed, refused."""
+    return UsageError(
+        f"a container named {holder.name} ({holder.id[:12]}, image {holder.image or 'unknown'}, {holder.state}) "
+        "exists but modelctl did not start it: it is never removed or replaced",
+        hint=f"rename it (`docker rename {holder.name} OTHER-NAME`) or remove it (`docker rm -f {holder.name}`), "
+        "then retry",
+    )
+
+
+def ensure_names_free(runtime: Runtime, *names: str) -> None:
+    """Refuse (exit 2) before anything is stopped when one of modelctl's names is held by a stranger."""
+    for name in names:
+        holder = runtime.name_taken_by_foreign(name)
+        if holder is not None:
+            raise foreign_name_error(holder)
+
+
 class Runtime(Protocol):
     """What the controller needs from a container engine. Every call has a deadline."""
 
@@ -115,6 +147,10 @@ class Runtime(Protocol):
         ...
 
     def container(self, name_or_id: str) -> ContainerInfo | None: ...
+
+    def name_taken_by_foreign(self, name: str) -> ContainerInfo | None:
+        """The container (any image, any state) holding `name` when modelctl did not start it."""
+        ...
 
     def is_running(self, container_id: str) -> bool: ...
 
@@ -145,7 +181,39 @@ class Runtime(Protocol):
     def remove(self, container_id: str) -> None: ...
 
     def run(self, spec: ContainerSpec, secret_env: dict[str, str]) -> ContainerInfo:
-        """Create and start a model container, replacing a stopped one of the same name."""
+        """Create and start a model container, replacing a stopped one of modelctl's of the same name.
+
+        A container of that name that modelctl did not start is never removed: UsageError (exit 2).
+        """
         ...
 
     def set_restart_policy(self, container_id: str, policy: str = "unless-stopped") -> None: ...
+
+
+@dataclass(frozen=True)
+class StartEvent:
+    """The engine started a container (its `start` event)."""
+
+    container_id: str
+    time_nano: int
+    labels: dict[str, str]
+
+
+class StartEvents(Protocol):
+    """A live stream of start events: iterate it; close() from another thread ends the iteration."""
+
+    def __iter__(self) -> Iterator[StartEvent]: ...
+
+    def close(self) -> None: ...
+
+
+class WatchedRuntime(Runtime, Protocol):
+    """A runtime whose engine reports what happens on it (the service's enforcer reads it)."""
+
+    def container_starts(self, since_nano: int | None = None) -> StartEvents:
+        """Start events from now on (or replayed from `since_nano`, the engine's clock)."""
+        ...
+
+    def vllm_container(self, container_id: str) -> ContainerInfo | None:
+        """The container if it is a vLLM server (modelctl's or foreign), else None (or gone)."""
+        ...

@@ -1,42 +1,132 @@
 """The Docker engine: the only module of modelctl that imports `docker`.
 
 It finds every vLLM OpenAI server container (modelctl's by label, foreign ones by image or
-command line), stops them, starts a model container from a ContainerSpec, and reads state and
-logs. It knows nothing of profiles or plans beyond the spec and the labels.
+command line), stops them, starts a model container from a ContainerSpec, reads state and logs,
+and streams the engine's start events. It knows nothing of profiles or plans beyond the spec and
+the labels.
+
+Every failure of the engine's connection or API that escapes a public method - the docker SDK's
+own exceptions, and the `requests` and `urllib3` errors it lets through when the daemon goes away
+mid-operation - becomes one `EngineUnreachableError` (exit 5, HTTP 503) with the engine's words
+and its address. That translation is made in one place, `_translate_engine_errors`, which the
+class decorator `_engine_errors` wraps around every public method (generators included).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
+import re
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import requests.exceptions
+import urllib3.exceptions
 from docker.types import DeviceRequest
 
-from ..errors import EngineUnreachableError, NotReadyError
+from ..errors import EngineUnreachableError, ModelctlError, NotReadyError
 from ..vllm.diagnosis import diagnose
-from . import HF_CACHE_IN_CONTAINER, ContainerInfo, ContainerSpec, EngineInfo, container_info, is_vllm_server
+from . import (
+    HF_CACHE_IN_CONTAINER,
+    LABEL_MANAGED,
+    ContainerInfo,
+    ContainerSpec,
+    EngineInfo,
+    StartEvent,
+    container_info,
+    foreign_name_error,
+    is_vllm_server,
+)
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# What the engine's connection can raise besides modelctl's own errors.
+ENGINE_FAILURES: tuple[type[BaseException], ...] = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,  # OSError subclasses a socket raises on a stream the SDK reads itself
+)
+
+_T = TypeVar("_T")
 
 
+def engine_address(base_url: str | None = None) -> str:
+    """Where the engine is (DOCKER_HOST or the default socket), without any user:password@ part."""
+    address = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", address)
+
+
+@contextmanager
+def _translate_engine_errors(address: str) -> Iterator[None]:
+    """The one place an engine failure becomes EngineUnreachableError (exit 5)."""
+    try:
+        yield
+    except ModelctlError:
+        raise
+    except ENGINE_FAILURES as exc:
+        if isinstance(exc, docker.errors.APIError) and exc.response is not None:
+            what = f"Docker engine at {address} failed: {_short(exc)}"
+        else:
+            what = f"Docker engine unreachable at {address}: {_short(exc)}"
+        raise EngineUnreachableError(
+            what, hint="check that Docker runs (`docker info`), or point DOCKER_HOST at a running engine; then retry"
+        ) from None
+
+
+def _engine_call(method: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self: DockerRuntime, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            with _translate_engine_errors(self.address):
+                yield from method(self, *args, **kwargs)
+
+        return generator
+
+    @functools.wraps(method)
+    def call(self: DockerRuntime, *args: Any, **kwargs: Any) -> Any:
+        with _translate_engine_errors(self.address):
+            return method(self, *args, **kwargs)
+
+    return call
+
+
+def _engine_errors(cls: type[_T]) -> type[_T]:
+    """Wrap every public method of the class in the translation of engine failures."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, _engine_call(member))
+    return cls
+
+
+@_engine_errors
 class DockerRuntime:
-    """Connects on first use, so that commands refused for a bad profile never need the engine."""
+    """Connects on first use, so that commands refused for a bad profile never need the engine.
 
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
+    `base_url` names an engine other than DOCKER_HOST's (tests); `client` hands one in ready-made.
+    """
+
+    def __init__(self, client: docker.DockerClient | None = None, *, base_url: str | None = None) -> None:
         self._given = client
+        self._base_url = base_url
+        self.address = engine_address(base_url)
 
     @functools.cached_property
     def _client(self) -> docker.DockerClient:
-        try:
-            client = self._given or docker.from_env(timeout=30)
+        with _translate_engine_errors(self.address):
+            if self._given is not None:
+                client = self._given
+            elif self._base_url is not None:
+                client = docker.DockerClient(base_url=self._base_url, timeout=30)
+            else:
+                client = docker.from_env(timeout=30)
             client.ping()
-        except docker.errors.DockerException as exc:
-            host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-            raise EngineUnreachableError(
-                f"Docker engine unreachable at {host}: {_short(exc)}",
-                hint="start Docker, or point DOCKER_HOST at a running engine",
-            ) from None
         return client
 
     @property
@@ -77,6 +167,41 @@ class DockerRuntime:
                 return info
         return None
 
+    def name_taken_by_foreign(self, name: str) -> ContainerInfo | None:
+        """The container holding exactly `name` (any image, any state) unless modelctl started it."""
+        found = self._inspect(name)
+        if found is None:
+            return None
+        info, labels, _ = found
+        if info.name != name or labels.get(LABEL_MANAGED) == "true":
+            return None
+        return info
+
+    def vllm_container(self, container_id: str) -> ContainerInfo | None:
+        """The container if it runs a vLLM server (modelctl's or foreign); None if not, or gone."""
+        found = self._inspect(container_id)
+        if found is None:
+            return None
+        info, labels, command = found
+        return info if is_vllm_server(info.image, command, labels) else None
+
+    def _inspect(self, name_or_id: str) -> tuple[ContainerInfo, dict[str, str], str] | None:
+        try:
+            attrs = self._api.inspect_container(name_or_id)
+        except docker.errors.NotFound:
+            return None
+        config = attrs.get("Config") or {}
+        labels = config.get("Labels") or {}
+        command = " ".join([attrs.get("Path") or "", *(attrs.get("Args") or [])]).strip()
+        info = container_info(
+            id=attrs["Id"],
+            name=(attrs.get("Name") or "/?").lstrip("/"),
+            image=config.get("Image", ""),
+            state=(attrs.get("State") or {}).get("Status", "unknown"),
+            labels=labels,
+        )
+        return info, labels, command
+
     def is_running(self, container_id: str) -> bool:
         try:
             state = self._api.inspect_container(container_id)["State"]
@@ -111,7 +236,7 @@ class DockerRuntime:
             return ""
         return raw.decode("utf-8", errors="replace")
 
-    def follow_logs(self, container_id: str, tail: int | str = 50):
+    def follow_logs(self, container_id: str, tail: int | str = 50) -> Iterator[str]:
         """Yield log text as the container writes it, until it stops."""
         for chunk in self._api.logs(container_id, stdout=True, stderr=True, tail=tail, stream=True, follow=True):
             yield chunk.decode("utf-8", errors="replace")
@@ -126,6 +251,14 @@ class DockerRuntime:
             return True
         except docker.errors.NotFound:
             return False
+
+    # --- events --------------------------------------------------------------------------
+
+    def container_starts(self, since_nano: int | None = None) -> _StartEvents:
+        """The engine's container start events from now on, or replayed from `since_nano`."""
+        since = f"{since_nano // 1_000_000_000}.{since_nano % 1_000_000_000:09d}" if since_nano else None
+        stream = self._api.events(since=since, filters={"type": "container", "event": "start"}, decode=True)
+        return _StartEvents(stream, self.address)
 
     # --- images --------------------------------------------------------------------------
 
@@ -173,10 +306,11 @@ class DockerRuntime:
             raise NotReadyError(f"container {container_id[:12]} could not be started again: {_short(exc)}") from None
 
     def rename(self, container_id: str, name: str) -> None:
-        """Rename a container, replacing a stopped one that holds the name."""
-        holder = self.container(name)
-        if holder and holder.id != container_id:
-            self.remove(holder.id)
+        """Rename a container, replacing a stopped one of modelctl's that holds the name.
+
+        A container modelctl did not start that holds the name is never removed (UsageError).
+        """
+        self._free_name(name, keep=container_id)
         self._api.rename(container_id, name)
 
     def remove(self, container_id: str) -> None:
@@ -186,14 +320,13 @@ class DockerRuntime:
             pass
 
     def run(self, spec: ContainerSpec, secret_env: dict[str, str]) -> ContainerInfo:
-        """Create and start the model container (replacing a stopped one of the same name).
+        """Create and start the model container (replacing a stopped one of modelctl's of the same name).
 
-        No restart policy yet: it is set only once the model is ready, so a crashing model is
-        never restarted in a loop.
+        A container of that name that modelctl did not start is refused (UsageError, exit 2), never
+        removed. No restart policy yet: it is set only once the model is ready, so a crashing model
+        is never restarted in a loop.
         """
-        existing = self.container(spec.name)
-        if existing:
-            self.remove(existing.id)
+        self._free_name(spec.name)
         device_requests = []
         if spec.gpu_device_ids is None:
             device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
@@ -203,8 +336,8 @@ class DockerRuntime:
             port_bindings={f"{spec.port}/tcp": (spec.host_ip, spec.port)},
             binds=[f"{spec.hf_cache}:{HF_CACHE_IN_CONTAINER}"],
             device_requests=device_requests or None,
-            ipc_mode="host" if spec.ipc_host else None,
-            shm_size=None if spec.ipc_host else "8g",
+            ipc_mode="host" if spec.ipc_host else "private",
+            shm_size=None if spec.ipc_host else spec.shm_size,
         )
         try:
             created = self._api.create_container(
@@ -217,6 +350,8 @@ class DockerRuntime:
                 host_config=host_config,
             )
         except docker.errors.APIError as exc:
+            if exc.status_code == 409 and (holder := self.name_taken_by_foreign(spec.name)):
+                raise foreign_name_error(holder) from None  # created by someone since the check
             raise _start_failure(spec, exc) from None
         try:
             self._api.start(created["Id"])
@@ -227,8 +362,46 @@ class DockerRuntime:
         assert info is not None, "a container just started must be listed"
         return info
 
+    def _free_name(self, name: str, keep: str | None = None) -> None:
+        """Remove modelctl's own container holding `name`; refuse one modelctl did not start."""
+        holder = self.name_taken_by_foreign(name)
+        if holder is not None:
+            raise foreign_name_error(holder)
+        mine = self.container(name)
+        if mine and mine.name == name and mine.id != keep:
+            self.remove(mine.id)
+
     def set_restart_policy(self, container_id: str, policy: str = "unless-stopped") -> None:
         self._api.update_container(container_id, restart_policy={"Name": policy})
+
+
+class _StartEvents:
+    """Start events read from the engine's event stream; close() ends the iteration from any thread."""
+
+    def __init__(self, stream: Any, address: str) -> None:
+        self._stream = stream
+        self._address = address
+        self._closed = threading.Event()
+
+    def __iter__(self) -> Iterator[StartEvent]:
+        with _translate_engine_errors(self._address):
+            for event in self._stream:
+                actor = event.get("Actor") or {}
+                container_id = actor.get("ID") or event.get("id")
+                if event.get("Action", event.get("status")) != "start" or not container_id:
+                    continue
+                time_nano = int(event.get("timeNano") or int(event.get("time") or 0) * 1_000_000_000)
+                yield StartEvent(container_id, time_nano, dict(actor.get("Attributes") or {}))
+        # The stream ended: closed by us, or the engine went away (the SDK swallows that).
+        if not self._closed.is_set():
+            raise EngineUnreachableError(f"Docker engine at {self._address} ended its event stream")
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self._stream.close()
+        except (OSError, *ENGINE_FAILURES):
+            pass  # already closed or broken: either way it ends
 
 
 def _start_failure(spec: ContainerSpec, exc: docker.errors.APIError) -> NotReadyError:
@@ -241,9 +414,10 @@ def _start_failure(spec: ContainerSpec, exc: docker.errors.APIError) -> NotReady
     )
 
 
-def _short(exc: Exception) -> str:
+def _short(exc: BaseException) -> str:
     """The engine's own explanation, without docker-py's URL noise."""
     explanation = getattr(exc, "explanation", None)
     if explanation:
         return explanation.decode() if isinstance(explanation, bytes) else str(explanation)
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
