@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -619,5 +620,12 @@ def serve() -> None:
     _run(False, body)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    app()  # typer turns Ctrl-C into exit 130
+    # SIGTERM (a CI runner's cancel, systemd, `kill`) interrupts like Ctrl-C: a switch under way puts
+    # the previous model back and exits 130 (the controller turns the interrupt into that error).
+    signal.signal(signal.SIGTERM, _interrupt)
+    app()  # typer turns a Ctrl-C outside a switch into exit 130
