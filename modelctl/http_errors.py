@@ -15,14 +15,22 @@ from .errors import (
     QueueFull,
     Unauthorized,
     UnknownProfileError,
+    UpstreamError,
     UsageError,
 )
 from .report import error_json
 
 RETRY_AFTER_S = 5  # what a client told "another switch holds the lock" should wait
 
+
+class UpstreamTimeout(UpstreamError):
+    """The model's server sent no byte for MODELCTL_PROXY_IDLE_TIMEOUT seconds, or its request was
+    ended by the drain before a swap (HTTP 504)."""
+
+
 # Most specific first: the HTTP status each error is answered with.
 HTTP_STATUS: list[tuple[type[ModelctlError], int]] = [
+    (UpstreamTimeout, 504),
     (Unauthorized, 401),
     (Forbidden, 403),
     (UnknownProfileError, 404),
@@ -37,10 +45,19 @@ HTTP_STATUS: list[tuple[type[ModelctlError], int]] = [
 class HttpRefusal(UsageError):
     """The web framework's own refusals (no such path, wrong method), in the service's error shape."""
 
-    def __init__(self, message: str, status: int, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        headers: dict[str, str] | None = None,
+        *,
+        hint: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
         self.status = status
         self.headers = dict(headers or {})
+        self.code = code  # OpenAI's `code` on /v1 (e.g. "request_too_large")
 
 
 def http_status(error: ModelctlError) -> int:
@@ -64,6 +81,10 @@ def openai_error_json(error: ModelctlError, status: int) -> dict[str, Any]:
     """`{"error": {"message", "type", "param", "code"}}` as OpenAI's API answers, plus modelctl's details."""
     if isinstance(error, UnknownProfileError):
         kind, code, param = "invalid_request_error", "model_not_found", "model"
+    elif isinstance(error, UpstreamTimeout):
+        kind, code, param = "server_error", "upstream_timeout", None
+    elif isinstance(error, HttpRefusal) and error.code:
+        kind, code, param = ("invalid_request_error" if status < 500 else "server_error"), error.code, None
     elif isinstance(error, QueueFull):
         kind, code, param = "server_error", "queue_full", None
     elif isinstance(error, NotReadyError):

@@ -10,7 +10,11 @@ changes what runs goes through `Operations`, so that the operations of this proc
 Crash safety: at start-up, and after any switch that failed on the way without putting back what
 ran before (a rollback's error says rolled_back), the worker reconciles what runs with what
 should run (Controller.reconcile): it adopts the one healthy modelctl model, stops the rest, and
-starts MODELCTL_DEFAULT_PROFILE if nothing runs.
+starts MODELCTL_DEFAULT_PROFILE if nothing runs. Then the proxy is told which model runs
+(`on_reconciled`: the scheduler's adopt), so that its requests go straight through.
+
+Nobody waits on a background job: whatever makes one fail is logged and kept as `last_error`
+(shown in /api/status), as is the failure of any other operation.
 """
 
 from __future__ import annotations
@@ -117,6 +121,14 @@ class Operation:
         }
 
 
+# Told, on the event loop, which model a reconcile left running: (profile, url, generation).
+Reconciled = Callable[[str, str, int], object]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 class Operations:
     """The service's one way to change what runs; the proxy scheduler's SwapEffects."""
 
@@ -126,6 +138,9 @@ class Operations:
         self.default_profile = default_profile
         self.worker = SerialWorker()
         self.current: Operation | None = None
+        # The last operation that failed: {"operation", "target", "message", "code", "at"}, for /api/status.
+        self.last_error: dict[str, Any] | None = None
+        self.on_reconciled: Reconciled | None = None
         # Bumped when an operation begins on the worker: the proxy's "what runs" is stale once it moves.
         self._generation = 0
 
@@ -135,6 +150,15 @@ class Operations:
 
     def shutdown(self) -> None:
         self.worker.shutdown(wait=False)
+
+    def _failed(self, kind: str, target: str | None, exc: BaseException) -> int:
+        """Keep a failure for /api/status; returns its exit code."""
+        code = exc.exit_code if isinstance(exc, ModelctlError) else 1
+        message = (
+            exc.message if isinstance(exc, ModelctlError) else f"unexpected {type(exc).__name__} (see the service log)"
+        )
+        self.last_error = {"operation": kind, "target": target, "message": message, "code": code, "at": _now()}
+        return code
 
     async def _in_worker(self, op: Operation, work: Callable[[Controller, PhaseClock], T]) -> T:
         """Run `work` on the worker thread, after whatever was submitted before it."""
@@ -192,7 +216,7 @@ class Operations:
             raise
         except Exception as exc:
             self.metrics.observe_switch(name, origin, "failed", op.phases, op.elapsed)
-            code = exc.exit_code if isinstance(exc, ModelctlError) else 1
+            code = self._failed("switch", name, exc)
             message = exc.message if isinstance(exc, ModelctlError) else f"unexpected {type(exc).__name__}"
             log.log(
                 logging.ERROR if code == 1 else logging.WARNING,
@@ -232,42 +256,57 @@ class Operations:
         except OperationAbandoned:
             raise
         except ModelctlError as error:
+            self._failed("stop", None, error)
             log.warning("stop: failed with code %d after %.2fs: %s", error.exit_code, op.elapsed, error.message)
             raise
         log.info("stop: stopped %s in %.2fs", ", ".join(stopped) or "nothing", op.elapsed)
         return stopped
 
     def reconcile_in_background(self, default_profile: str | None, why: str) -> None:
-        """Queue a reconcile on the worker; it logs its own outcome."""
-        op = Operation("reconcile", default_profile)
-        op.begin()
-        self.current = self.current or op  # shown at once at start-up, before the worker picks it up
+        """Queue a reconcile on the worker. Nobody waits on it: it logs its own outcome, keeps a
+        failure as `last_error`, and tells `on_reconciled` which model it left running."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        try:
+            op = Operation("reconcile", default_profile)
+            op.begin()
+            self.current = self.current or op  # shown at once at start-up, before the worker picks it up
+            self.worker.submit(self._run, op, lambda controller, clock: self._reconcile(controller, op, why, loop))
+        except Exception as exc:  # nothing may get lost before the job is even queued
+            code = self._failed("reconcile", default_profile, exc)
+            log.exception("reconcile (%s): could not be queued (code %d)", why, code)
 
-        def work(controller: Controller, clock: PhaseClock) -> None:
-            try:
-                stopped = controller.reconcile(default_profile, clock=clock)
-            except ModelctlError as error:
-                log.error(
-                    "reconcile (%s): failed with code %d after %.2fs: %s",
-                    why,
-                    error.exit_code,
-                    op.elapsed,
-                    error.message,
-                )
-                return
-            except Exception:
+    def _reconcile(
+        self, controller: Controller, op: Operation, why: str, loop: asyncio.AbstractEventLoop | None
+    ) -> None:
+        """The reconcile itself, on the worker thread; every failure is logged and kept."""
+        default_profile = op.target
+        try:
+            generation = self._generation  # this operation's
+            stopped = controller.reconcile(default_profile, clock=op.clock)
+            active = controller.status().active
+        except Exception as exc:
+            code = self._failed("reconcile", default_profile, exc)
+            if isinstance(exc, ModelctlError):
+                log.error("reconcile (%s): failed with code %d after %.2fs: %s", why, code, op.elapsed, exc.message)
+            else:
                 log.exception("reconcile (%s): unexpected error after %.2fs", why, op.elapsed)
-                return
-            started = f"; started {default_profile} ({phases_text(op.phases)})" if "start" in op.phases else ""
-            log.info(
-                "reconcile (%s): done in %.2fs; stopped %s%s",
-                why,
-                op.elapsed,
-                ", ".join(stopped) or "nothing",
-                started,
-            )
-
-        self.worker.submit(self._run, op, work)
+            return
+        started = f"; started {default_profile} ({phases_text(op.phases)})" if "start" in op.phases else ""
+        log.info(
+            "reconcile (%s): done in %.2fs; stopped %s%s",
+            why,
+            op.elapsed,
+            ", ".join(stopped) or "nothing",
+            started,
+        )
+        if active is not None and active.ready and loop is not None and self.on_reconciled is not None:
+            try:
+                loop.call_soon_threadsafe(self.on_reconciled, active.profile, active.url, generation)
+            except RuntimeError:  # the loop closed: the service is stopping
+                pass
 
     # --- SwapEffects, for the proxy's scheduler ------------------------------------------
 

@@ -2,22 +2,33 @@
 
 The HTTP side: routes, authentication, errors. It is asynchronous (Starlette on uvicorn) and
 never runs the controller itself: operations that change what runs go to `Operations`' one
-worker (operations.py); reads for /api/status and /api/profiles run beside it through
-asyncio.to_thread on their own engine connection, so they answer while a switch runs and show
-its phase. `/v1/...` is the OpenAI proxy (proxy.py), whose swaps the scheduler (scheduler.py)
-decides and `Operations` carries out.
+worker (operations.py); reads for /api/status and /api/profiles run beside it in the service's
+own read threads (never the default pool the proxy uses) on their own engine connection, each
+with a deadline, so they answer while a switch runs and show its phase. NVML is read in one
+thread of its own (gpu_thread.py). `/v1/...` is the OpenAI proxy (proxy.py), whose swaps the
+scheduler (scheduler.py) decides and `Operations` carries out.
+
+Under load: at most MODELCTL_MAX_CONNECTIONS connections are served at once (uvicorn answers
+503 beyond), a connection that sends no request is closed after KEEP_ALIVE_S like an idle
+keep-alive one, the open-files limit is raised to its hard limit, and errors that repeat (a
+failing accept() when the limit is reached) are logged once per second at most.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import ipaddress
 import logging
+import resource
+import select
 import socket
+import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -26,12 +37,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import __version__
 from .catalog import Catalog
 from .controller import DEFAULT_LOCK_TIMEOUT_S, Controller
-from .errors import Forbidden, ModelctlError, Unauthorized, UsageError
+from .errors import EngineUnreachableError, Forbidden, ModelctlError, Unauthorized, UsageError
 from .gpu import NvmlGpu
+from .gpu_thread import ThreadedGpu
 from .http_errors import HttpRefusal, error_document
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
@@ -44,8 +57,17 @@ from .settings import Settings
 
 log = logging.getLogger("modelctl.service")
 
+T = TypeVar("T")
+
 # The service reads the profiles directory at most this often (edits need no restart).
 CATALOG_MAX_AGE_S = 1.0
+# A read of what runs (Docker, the model server, NVML) that takes longer is answered 503.
+READ_DEADLINE_S = 30.0
+READ_THREADS = 4
+# Seconds a connection may stay open without sending a request (before its first one, or between two).
+KEEP_ALIVE_S = 5
+# Open files the process needs besides its client connections (engine sockets, logs, NVML).
+RESERVED_FILES = 32
 
 
 class Service:
@@ -53,7 +75,9 @@ class Service:
         self.settings = settings
         self.metrics = Metrics()
         self.catalog = Catalog(settings.profiles_dir, max_age_s=CATALOG_MAX_AGE_S)
-        gpu = NvmlGpu(settings)
+        gpu = ThreadedGpu(NvmlGpu(settings))  # NVML in one thread of its own, with a deadline
+        # The reads beside the worker, in threads of their own: never the proxy's (the default pool).
+        self.reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="modelctl-read")
         # One engine connection for the worker, one for the reads that run beside it.
         self.operations = Operations(
             Controller(settings, DockerRuntime(), self.catalog, gpu), self.metrics, settings.default_profile
@@ -66,6 +90,7 @@ class Service:
             max_wait=settings.proxy_max_wait,
             min_residency=settings.proxy_min_residency,
             idle_ttl=settings.idle_ttl,
+            drain_timeout=settings.proxy_drain_timeout,
         )
         self.proxy = Proxy(
             self.catalog,
@@ -74,7 +99,10 @@ class Service:
             self._loaded_model,
             default_profile=settings.default_profile,
             strip_authorization=self._token is not None,
+            max_body_bytes=int(settings.proxy_max_body_mb * 1024 * 1024),
+            idle_timeout=settings.proxy_idle_timeout,
         )
+        self.operations.on_reconciled = self._adopt
         self.app = Starlette(
             routes=[
                 Route("/health", self.health, methods=["GET"]),
@@ -149,10 +177,26 @@ class Service:
         body, status, headers = error_document(exc, request.url.path)
         return JSONResponse(body, status_code=status, headers=headers)
 
+    async def _read(self, call: Callable[[], T]) -> T:
+        """A read beside the worker (Docker, the model server, NVML), in the read threads, with a deadline."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self.reads, call), READ_DEADLINE_S)
+        except TimeoutError:
+            raise EngineUnreachableError(
+                f"the Docker engine (or a model server) did not answer within {READ_DEADLINE_S:g} s",
+                hint="see `docker info`; the service goes on answering meanwhile",
+            ) from None
+
     async def _loaded_model(self) -> str | None:
         """The profile whose model runs and answers, read beside the worker."""
-        active = (await asyncio.to_thread(self.reader.status)).active
+        active = (await self._read(self.reader.status)).active
         return active.profile if active and active.ready else None
+
+    def _adopt(self, profile: str, url: str, generation: int) -> None:
+        """After a reconcile: the proxy sends requests for the model it left running straight through."""
+        if self.proxy.scheduler.adopt(profile, url, generation):
+            log.info("proxy: %s runs at %s; its requests go straight through", profile, url)
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette):
@@ -164,10 +208,12 @@ class Service:
             self.settings.default_profile or "none",
             "required" if self._token else "not set",
         )
+        _limit_loop_errors(asyncio.get_running_loop())
         self.operations.reconcile_in_background(self.settings.default_profile, "start-up")
         yield
         await self.proxy.aclose()
         self.operations.shutdown()
+        self.reads.shutdown(wait=False, cancel_futures=True)
 
     # --- routes --------------------------------------------------------------------------
 
@@ -175,16 +221,17 @@ class Service:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def status(self, request: Request) -> Response:
-        data = status_json(await asyncio.to_thread(self.reader.status))
+        data = status_json(await self._read(self.reader.status))
         op = self.operations.current
         data["switch"] = op.json() if op else None
+        data["last_error"] = self.operations.last_error
         return JSONResponse(data)
 
     async def profiles(self, request: Request) -> Response:
         def plans() -> list[dict[str, Any]]:
             return [plan_json(plan) for plan in self.catalog.plans(self.reader.budget(), self.settings)]
 
-        return JSONResponse(await asyncio.to_thread(plans))
+        return JSONResponse(await self._read(plans))
 
     async def switch(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -194,10 +241,10 @@ class Service:
         rollback = not _flag(query, "no_rollback")
         dry_run = _flag(query, "dry_run")
         if dry_run:
-            result = await asyncio.to_thread(lambda: self.reader.switch(name, dry_run=True))
+            result = await self._read(lambda: self.reader.switch(name, dry_run=True))
             return JSONResponse(switch_json(result))
         # Unknown (404) or too big (409): refused at once, not after the switch under way.
-        await asyncio.to_thread(lambda: self.reader.plan_for(name))
+        await self._read(lambda: self.reader.plan_for(name))
         result, _ = await self.operations.switch(
             name, origin="api", timeout=timeout, lock_timeout=lock_timeout, rollback=rollback
         )
@@ -277,6 +324,136 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def check_default_profile(settings: Settings) -> None:
+    """Refuse at start-up a MODELCTL_DEFAULT_PROFILE that names no valid profile (exit 2)."""
+    name = settings.default_profile
+    if not name:
+        return
+    try:
+        Catalog(settings.profiles_dir).find(name)
+    except UsageError as exc:
+        raise UsageError(
+            f"MODELCTL_DEFAULT_PROFILE={name!r}: {exc.message}",
+            hint=f"fix or add {settings.profiles_dir}/{name}.yaml, or set MODELCTL_DEFAULT_PROFILE to one of the known profiles",
+        ) from None
+
+
+def raise_open_files_limit() -> int:
+    """Raise the open-files limit (RLIMIT_NOFILE) to its hard limit where allowed; returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for target in (hard, 1 << 20):
+        if target == resource.RLIM_INFINITY or (soft != resource.RLIM_INFINITY and soft >= target):
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class OncePerSecond(logging.Filter):
+    """Warnings and errors that repeat are let through once per second at most (the same text):
+    a flood of failing accept() calls under load must not become a flood of log."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._dropped: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.getMessage())
+        now = time.monotonic()
+        if now - self._last.get(key, -float("inf")) < self.every_s:
+            self._dropped[key] = self._dropped.get(key, 0) + 1
+            return False
+        if len(self._last) > 1000:  # many different texts: forget the old ones
+            self._last.clear()
+        self._last[key] = now
+        dropped = self._dropped.pop(key, 0)
+        if dropped:
+            record.msg, record.args = f"{record.getMessage()} ({dropped} more like it in the last seconds)", None
+        return True
+
+
+ONCE_PER_SECOND = OncePerSecond()
+ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def _limit_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """The event loop's errors in one line each (a failing accept() needs no traceback), rate-limited."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in ACCEPT_ERRNOS:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            log.error(
+                "cannot accept connections: %s (open-files limit %d); retrying each second, "
+                "idle connections close after %d s",
+                exc.strerror or exc,
+                soft,
+                KEEP_ALIVE_S,
+            )
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+
+
+class ServiceLoop(asyncio.SelectorEventLoop):
+    """The service's event loop: asyncio's, with an accept loop that stops at the first EMFILE.
+
+    CPython's selector loop (3.11) goes on calling accept() after EMFILE, up to `backlog` (2048)
+    times per wake-up, logging a traceback and scheduling one more retry timer for each: out of
+    open files, a service wrote hundreds of MB of log a minute and never got a file back for
+    /health. Here each accept() is one call of asyncio's own, and the loop stops when asyncio has
+    paused accepting (it retries a second later) or nothing more waits.
+    """
+
+    def _accept_connection(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        for _ in range(backlog):
+            super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *args, **kwargs)  # type: ignore[misc]
+            fd = sock.fileno()
+            if fd < 0 or self._selector.get_map().get(fd) is None:  # type: ignore[attr-defined]
+                return  # accepting paused (EMFILE and the like) or the server closed
+            if not select.select([sock], [], [], 0)[0]:
+                return  # no more connections wait
+
+    def _start_serving(self, protocol_factory, sock, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        if sock.fileno() < 0:
+            return  # the retry after EMFILE, for a server that has closed since
+        super()._start_serving(protocol_factory, sock, *args, **kwargs)  # type: ignore[misc]
+
+
+class IdleClosingH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with its keep-alive timeout also for a connection that has not sent a
+    whole request yet (uvicorn starts it only after a response): sockets opened and left idle, or
+    trickling headers, are closed after KEEP_ALIVE_S instead of holding a file for ever."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._waiting_since = self.loop.time()
+        self._arm_idle()
+
+    def on_response_complete(self) -> None:
+        self._waiting_since = self.loop.time()
+        super().on_response_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is None or self.cycle.response_complete:  # still waiting for a whole request
+            self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self.transport.is_closing() or self.timeout_keep_alive_task is not None:
+            return
+        remaining = self._waiting_since + self.timeout_keep_alive - self.loop.time()
+        self.timeout_keep_alive_task = self.loop.call_later(max(0.0, remaining), self.timeout_keep_alive_handler)
+
+
 def serve(settings: Settings) -> None:
     """Run the service until SIGTERM or SIGINT, on MODELCTL_LISTEN and nothing else."""
     host, port = parse_listen(settings.listen)
@@ -286,10 +463,24 @@ def serve(settings: Settings) -> None:
             "refusing to serve an API without authentication beyond this machine",
             hint="set MODELCTL_API_TOKEN, or listen on 127.0.0.1",
         )
+    check_default_profile(settings)  # before binding: a typo never gets a service that starts nothing
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s modelctl: %(message)s"))
+    handler.addFilter(ONCE_PER_SECOND)
     logging.getLogger("modelctl").addHandler(handler)
     logging.getLogger("modelctl").setLevel(logging.INFO)
+    for name in ("asyncio", "uvicorn.error"):
+        logging.getLogger(name).addFilter(ONCE_PER_SECOND)
+    files = raise_open_files_limit()
+    if files < settings.max_connections + RESERVED_FILES:
+        log.warning(
+            "the open-files limit (%d) is below MODELCTL_MAX_CONNECTIONS (%d) + %d: connections beyond about %d "
+            "cannot be accepted; raise `ulimit -n` (LimitNOFILE=, docker --ulimit nofile=) or lower the setting",
+            files,
+            settings.max_connections,
+            RESERVED_FILES,
+            max(files - RESERVED_FILES, 0),
+        )
     listener = bind(host, port)  # before anything starts: a taken port fails here, having touched nothing
     service = Service(settings)
     config = uvicorn.Config(
@@ -297,13 +488,18 @@ def serve(settings: Settings) -> None:
         host=host,
         port=port,
         lifespan="on",
+        http=IdleClosingH11Protocol,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=KEEP_ALIVE_S,
         proxy_headers=False,
         server_header=False,
         access_log=False,  # one line per switch, stop and refusal instead of one per status poll
         timeout_graceful_shutdown=5,  # a switch in flight is not waited for: reconcile repairs
         log_level="info",
     )
-    uvicorn.Server(config).run(sockets=[listener])
+    server = uvicorn.Server(config)
+    with asyncio.Runner(loop_factory=ServiceLoop) as runner:
+        runner.run(server.serve(sockets=[listener]))
 
 
 def bind(host: str, port: int) -> socket.socket:

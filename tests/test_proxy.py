@@ -321,3 +321,58 @@ def test_an_upstream_that_drops_the_request_is_an_openai_502(engine, workspace, 
     assert error["message"].startswith("demo-a's server at http://127.0.0.1:") and "failed: " in error["message"]
     assert metric(service, "modelctl_proxy_requests_total", profile="demo-a", status="502") == 1
     assert service.get("/health").status_code == 200
+
+
+def test_the_model_adopted_at_start_up_takes_requests_without_queueing(engine, workspace, start_service):
+    workspace.profile("demo-a")
+    service = serve(start_service, MODELCTL_DEFAULT_PROFILE="demo-a", MODELCTL_PROXY_MAX_QUEUE="20")
+    until(
+        lambda: metric(service, "modelctl_proxy_active_model", profile="demo-a") == 1,
+        "the proxy to adopt the model the start-up reconcile started",
+        10,
+    )
+
+    async def burst() -> list[str]:
+        async with async_client(service) as ai:
+            answers = await asyncio.gather(
+                *(ai.chat.completions.create(model="demo-a", messages=CHAT) for _ in range(100))
+            )
+        return [a.model for a in answers]
+
+    assert asyncio.run(asyncio.wait_for(burst(), 60)) == ["demo-a"] * 100  # none queued, none refused
+    assert metric(service, "modelctl_swaps_total", origin="proxy") == 0  # not even an unchanged switch
+    assert metric(service, "modelctl_proxy_rejected_total") == 0
+
+
+def test_a_paused_model_server_gets_504_and_does_not_freeze_a_swap(engine, workspace, start_service):
+    workspace.profile("demo-a")
+    workspace.profile("demo-b")
+    service = serve(start_service, MODELCTL_PROXY_IDLE_TIMEOUT="2", MODELCTL_PROXY_MAX_WAIT="1")
+    ai = client(service)
+    assert ai.chat.completions.create(model="demo-a", messages=CHAT).model == "demo-a"
+    container = engine.containers.get("modelctl-demo-a")
+    container.pause()  # the kernel still accepts its connections; nothing answers
+    answer: dict[str, httpx.Response] = {}
+    stuck = threading.Thread(
+        target=lambda: answer.setdefault(
+            "a",
+            httpx.post(
+                f"{service.url}/v1/chat/completions",
+                json={"model": "demo-a", "messages": CHAT},
+                trust_env=False,
+                timeout=30,
+            ),
+        )
+    )
+    stuck.start()
+    try:
+        assert service.get("/health", timeout=2).status_code == 200
+        # A request for another model: the paused one is stopped (Docker stops a paused container too).
+        began = time.monotonic()
+        assert ai.chat.completions.create(model="demo-b", messages=CHAT).model == "demo-b"
+        assert time.monotonic() - began < 30
+    finally:
+        stuck.join(timeout=30)
+    assert answer["a"].status_code == 504, answer["a"].text
+    assert answer["a"].json()["error"]["code"] == "upstream_timeout"
+    assert running_vllm(engine) == ["modelctl-demo-b"]

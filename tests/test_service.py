@@ -261,8 +261,11 @@ def test_default_at_boot_crash_is_502_and_the_service_repairs(engine, workspace,
     assert running_vllm(engine) == ["modelctl-demo-a"]
     assert "reconcile (start-up): done" in service.output() and "; started demo-a (plan " in service.output()
 
+    assert status["last_error"] is None
     error = error_of(service.post("/api/switch/broken?timeout=600"), 502, 4)
     assert "broken exited (code 1) before it was ready: CUDA ran out of memory" in error["message"]
+    last = service.status()["last_error"]  # kept for /api/status, as every failed operation's
+    assert last["operation"] == "switch" and last["target"] == "broken" and last["code"] == 4
     assert "rolled back to demo-a" in error["message"] and "lower max_num_seqs" in error["hint"]
     assert "torch.OutOfMemoryError: CUDA out of memory" in error["log_tail"]
     service.wait_idle()  # the reconcile after the failure
