@@ -1,64 +1,91 @@
 #!/bin/sh
-# Stand-in for the vllm/vllm-openai image (busybox sh, runs as PID 1).
+# Stand-in for the vllm/vllm-openai image (busybox sh, runs as PID 1). Not vLLM.
 #
-# It behaves like vLLM's OpenAI server where a supervisor cares:
-#   - accepts vLLM's command line: an optional leading `vllm serve` or
-#     `python3 -m vllm.entrypoints.openai.api_server`, then `--model X`
-#     (`--model=X`, or a positional model right after `serve`), `--port N`
-#     (8000), `--host H` (0.0.0.0), `--served-model-name NAME...` (the model),
-#     `--max-model-len N` (4096; 32k/32K forms too), `--gpu-memory-utilization F`
-#     (0.9, only echoed in the free-memory failure); every other flag, with or
-#     without a value, is accepted and ignored;
-#   - logs vLLM 0.11-style lines, waits STANDIN_LOAD_SECONDS while "loading"
-#     (connection refused meanwhile), then serves GET /health (200, empty),
-#     GET /v1/models (vLLM's JSON), GET /version, and POST /v1/chat/completions
-#     and /v1/completions (OpenAI's JSON; SSE when "stream": true), through
-#     busybox nc and standin-http.sh, one connection each;
+# It behaves like one vLLM release's OpenAI server where a supervisor cares:
+#   - STANDIN_VERSION picks the release (0.33.0 unless the image says otherwise): its log texts
+#     (texts-<version>.sh, taken from tests/vllm_corpus/vllm-<version>.yaml) and the flags its
+#     `vllm serve` accepts (flags-<version>.txt, generated from vLLM's source by
+#     scripts/vllm-flags.py). An unknown or ambiguous flag, a missing value, a bad --port,
+#     --max-model-len or --dtype exit 2 with argparse's usage and error lines, before anything
+#     else; argparse's unambiguous prefixes and `_` spellings are accepted, as in vLLM;
+#   - the command line: an optional leading `vllm serve` (the image's entrypoint) or
+#     `python3 -m vllm.entrypoints.openai.api_server` (0.11.1's entrypoint, which ignores a
+#     positional model), then a positional model or `--model X` (deprecated under `vllm serve`,
+#     with vLLM's warning), `--port N` (8000), `--host H`, `--served-model-name NAME...`,
+#     `--max-model-len N` (4096), `--gpu-memory-utilization F`, `--trust-remote-code`,
+#     `--enforce-eager` (no compile step, no CUDA graphs), `--dtype`; every other known flag is
+#     accepted and only echoed in the `non-default args` line;
+#   - binds the port right after the `non-default args` line, as vLLM does: a port another
+#     process of the container's network namespace listens on fails there, before the load,
+#     with `OSError: [Errno 98] Address already in use`;
+#   - "loads" for STANDIN_LOAD_SECONDS (connection refused meanwhile), then "compiles": with no
+#     marker under $VLLM_CACHE_ROOT/torch_compile_cache/<hash of version, model and flags>/ it
+#     waits STANDIN_COMPILE_SECONDS, logs the version's compile lines and writes the marker;
+#     with the marker (a kept /root/.cache/vllm) it logs that the graphs were loaded from the
+#     cache instead. Then it serves GET /health, /v1/models, /version, POST
+#     /v1/chat/completions and /v1/completions (SSE when "stream": true) through busybox nc
+#     and http.sh, one connection each;
 #   - SIGTERM/SIGINT: stops the server, logs the shutdown, exits 0 at once.
 #
 # Environment:
-#   STANDIN_LOAD_SECONDS  load time before listening (default 1; fractions ok)
-#   STANDIN_FAIL=<kind>   after the load time, print vLLM's log for that
-#                         failure and exit 1. Kinds: free-memory,
-#                         no-cache-blocks, max-seq-len, cuda-oom,
-#                         trust-remote-code, unsupported-arch, gated-repo
-#   STANDIN_HANG=1        never listen, stay alive (SIGTERM still ends it)
+#   STANDIN_VERSION         0.33.0 or 0.11.1 (default: the image's STANDIN_DEFAULT_VERSION)
+#   STANDIN_LOAD_SECONDS    load time before listening (default 1; fractions ok)
+#   STANDIN_COMPILE_SECONDS the torch.compile step when the cache is empty (default 0.2)
+#   STANDIN_FAIL=<kind>     print that version's log for the failure and exit 1. Kinds:
+#                           free-memory, no-cache-blocks, max-seq-len, cuda-oom,
+#                           weights-dont-fit, trust-remote-code, unsupported-arch,
+#                           arch-removed, arch-plugin (0.33), gated-repo, repo-not-found
+#   STANDIN_ARCH            the architecture named by unsupported-arch / arch-removed / arch-plugin
+#   STANDIN_HANG=1          never listen (stuck capturing CUDA graphs); SIGTERM still ends it
 #   STANDIN_IGNORE_SIGTERM=1  ignore SIGTERM (docker kills it after the grace)
-#   STANDIN_VERSION       version reported (default 0.11.1)
-#   STANDIN_WWW           where the static answers are written (default /www)
-#   STANDIN_TOKENS        words per completion (default 8; max_tokens caps it)
-#   STANDIN_TOKEN_DELAY   seconds between words, streaming or not (default 0)
+#   STANDIN_WWW             where the static answers are written (default /www)
+#   STANDIN_TOKENS          words per completion (default 8; max_tokens caps it)
+#   STANDIN_TOKEN_DELAY     seconds between words, streaming or not (default 0)
+#   VLLM_CACHE_ROOT         vLLM's cache (default /root/.cache/vllm)
+#   VLLM_DISABLE_COMPILE_CACHE=1  compile every time, as vLLM does
 
-VERSION=${STANDIN_VERSION:-0.11.1}
+DIR=$(dirname "$0")
+VERSION=${STANDIN_VERSION:-${STANDIN_DEFAULT_VERSION:-0.33.0}}
+KNOWN_VERSIONS=$(cd "$DIR" && ls texts-*.sh | sed 's/^texts-//; s/\.sh$//' | tr '\n' ' ')
+if [ ! -f "$DIR/texts-$VERSION.sh" ] || [ ! -f "$DIR/flags-$VERSION.txt" ]; then
+	echo "standin: unknown STANDIN_VERSION='$VERSION' (known: $KNOWN_VERSIONS)" >&2
+	exit 1
+fi
+FLAGS=$DIR/flags-$VERSION.txt
 LOAD=${STANDIN_LOAD_SECONDS:-1}
+COMPILE=${STANDIN_COMPILE_SECONDS:-0.2}
 FAIL=${STANDIN_FAIL:-}
 HANG=${STANDIN_HANG:-}
 IGNORE_TERM=${STANDIN_IGNORE_SIGTERM:-}
 WWW=${STANDIN_WWW:-/www}
+CACHE_ROOT=${VLLM_CACHE_ROOT:-/root/.cache/vllm}
 
 API_PID=$$
 EC_PID=$(( $$ + 200 ))
 PY=/usr/local/lib/python3.12/dist-packages
 STATE=starting      # starting | loading | serving
 CHILD=
+TORCH_OOM='torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a total capacity of 11.94 GiB of which 512.00 MiB is free. Including non-PyTorch memory, this process has 11.42 GiB memory in use. Of the allocated memory 10.93 GiB is allocated by PyTorch, and 197.35 MiB is reserved by PyTorch but unallocated. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)'
 
+# ------------------------------------------------------------------ helpers
 ts() { date '+%m-%d %H:%M:%S'; }
 api() { echo "(APIServer pid=$API_PID) $1 $(ts) [$2] $3"; }
 info() { api INFO "$1" "$2"; }
-ec_info() { echo "(EngineCore_DP0 pid=$EC_PID) INFO $(ts) [$1] $2"; }
-# vLLM prefixes every line a process writes, blank lines included.
-api_prefix() { sed "s/^/(APIServer pid=$API_PID) /"; }
-ec_prefix() { sed "s/^/(EngineCore_DP0 pid=$EC_PID) /"; }
+ec_info() { echo "($EC_NAME pid=$EC_PID) INFO $(ts) [$1] $2"; }
+# What a process writes outside the logger (tracebacks, tqdm bars): prefixed in 0.11, bare in 0.33.
+raw_api() { if [ "$RAW_PREFIXED" = 1 ]; then sed "s/^/(APIServer pid=$API_PID) /"; else cat; fi; }
+raw_ec() { if [ "$RAW_PREFIXED" = 1 ]; then sed "s/^/($EC_NAME pid=$EC_PID) /"; else cat; fi; }
 # logger.exception(): every line carries the record's header.
-ec_error_log() { sed "s/^/(EngineCore_DP0 pid=$EC_PID) ERROR $(ts) [core.py:708] /"; }
+ec_error_log() { sed "s/^/($EC_NAME pid=$EC_PID) ERROR $(ts) [$L_EC_ERROR] /"; }
+pyfloat() { awk -v x="$1" 'BEGIN { v = x + 0; if (v == int(v)) v = v ".0"; print v }'; }
+gib2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+fmt_gib() { awk -v x="$1" 'BEGIN { v = sprintf("%.2f", x); sub(/0$/, "", v); sub(/\.$/, ".0", v); print v }'; }
+commas() { echo "$1" | sed ':a; s/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/; ta'; }
 
-usage_error() {
-	echo "usage: vllm serve [model_tag] [options]" >&2
-	echo "vllm serve: error: $1" >&2
-	exit 2
-}
+. "$DIR/texts-$VERSION.sh"
 
 # ---------------------------------------------------------------- arguments
+FORM=serve          # serve: `vllm serve ...` | module: python3 -m vllm.entrypoints.openai.api_server
 case ${1:-} in
 vllm)
 	shift
@@ -69,8 +96,43 @@ serve)
 	;;
 python | python3 | python3.* | */python | */python3 | */python3.*)
 	if [ "${2:-}" = -m ]; then shift 3 2>/dev/null || set --; fi
+	FORM=module
 	;;
 esac
+if [ "$FORM" = serve ]; then
+	SUB_PROG="vllm serve"
+	SUB_USAGE="usage: vllm serve [model_tag] [options]"   # cli/serve.py: usage=
+	TOP_PROG=vllm
+else
+	# prog is the script's name; its usage lists every option (shortened here)
+	SUB_PROG=api_server.py
+	SUB_USAGE="usage: api_server.py [-h] [options] [model_tag]"
+	TOP_PROG=api_server.py
+	TOP_USAGE=$SUB_USAGE
+fi
+
+usage_error() { # an error the serve sub-parser reports (argparse: usage, then "prog: error: ...")
+	echo "$SUB_USAGE" >&2
+	echo "$SUB_PROG: error: $1" >&2
+	exit 2
+}
+
+# The flag a command-line word names: exact, or argparse's unambiguous prefix. Prints
+# "<flag> <kind>"; nothing when unknown; exits 2 when ambiguous.
+lookup() {
+	found=$(awk -v f="$1" '$1 == f { print $1, $2; exit }' "$FLAGS")
+	if [ -z "$found" ]; then
+		found=$(awk -v f="$1" 'substr($1, 1, 1) == "-" && index($1, f) == 1 { print $1, $2 }' "$FLAGS")
+		case $found in
+		*"
+"*)
+			usage_error "ambiguous option: $1 could match $(echo "$found" | awk '{ print $1 }' | sed ':a; N; s/\n/, /; ta')"
+			;;
+		esac
+	fi
+	[ -n "$found" ] && echo "$found"
+	return 0
+}
 
 MODEL_TAG=
 MODEL_FLAG=
@@ -78,104 +140,112 @@ PORT=8000
 HOST=
 SERVED=
 MAXLEN=
-GPU_UTIL=0.9
+GPU_UTIL=$DEFAULT_UTIL
 TRUST=False
+EAGER=False
+DTYPE=torch.bfloat16
+BATCHED=8192
+SHUTDOWN_TIMEOUT=0
 NONDEFAULT=
-LIST_FLAG=          # the flag taking further values (nargs="+"), if any
-SEEN_FLAG=
-LAST_WAS_BOOL=
-
-is_bool_flag() {
-	case $1 in
-	--no-* | --enable-* | --disable-*) return 0 ;;
-	--trust-remote-code | --enforce-eager | --skip-tokenizer-init | \
-		--async-scheduling | --headless | --allow-credentials | \
-		--return-tokens-as-token-ids | --language-model-only | \
-		--use-tqdm-on-load | --log-error-stack | --calculate-kv-scales | \
-		--fully-sharded-loras | --kv-sharing-fast-prefill | \
-		--ray-workers-use-nsight | --data-parallel-hybrid-lb | \
-		--data-parallel-external-lb | --worker-use-ray | \
-		--use-v2-block-manager | --multi-step-stream-outputs | \
-		--ssl-refresh | --help | -h | --version) return 0 ;;
-	esac
-	return 1
-}
-
-is_list_flag() {
-	case $1 in
-	--served-model-name | --lora-modules | --cuda-graph-sizes | --api-key | \
-		--middleware | --prompt-adapters) return 0 ;;
-	esac
-	return 1
-}
+HASHED=             # the flags that change what torch.compile builds
+UNRECOGNIZED=
+SEEN_POSITIONAL=
 
 pykey() { k=${1#--}; k=${k#-}; echo "${k//-/_}"; }
 add_nondefault() { NONDEFAULT="$NONDEFAULT, '$1': $2"; }
+not_a_flag() { # argparse: "-1" or "-" are values, "-x" / "--x" are options
+	case $1 in
+	-[0-9]* | -) return 0 ;;
+	-*) return 1 ;;
+	esac
+	return 0
+}
 
 while [ $# -gt 0 ]; do
 	arg=$1
 	shift
-	case $arg in
-	--*=*)
-		name=${arg%%=*}
-		val=${arg#*=}
-		hasval=1
-		;;
-	-[0-9]* | -)
-		# a negative number or "-" is a value
-		name=
-		;;
-	-*)
-		name=$arg
-		val=
-		hasval=0
-		;;
-	*)
-		name=
-		;;
-	esac
-	if [ -z "$name" ]; then
-		# A word that is not a flag.
-		if [ -n "$LIST_FLAG" ]; then
-			[ "$LIST_FLAG" = --served-model-name ] && SERVED="$SERVED
-$arg"
-			continue
-		fi
-		if [ -z "$MODEL_TAG" ] && [ -z "$SEEN_FLAG" -o -n "$LAST_WAS_BOOL" ]; then
+	if not_a_flag "$arg"; then
+		if [ -z "$MODEL_TAG" ] && [ -z "$SEEN_POSITIONAL" ]; then
 			MODEL_TAG=$arg
+			SEEN_POSITIONAL=1
+		else
+			UNRECOGNIZED="$UNRECOGNIZED $arg"
 		fi
 		continue
 	fi
-	SEEN_FLAG=1
-	LIST_FLAG=
-	LAST_WAS_BOOL=
-	name=${name//_/-}
-	if [ "$hasval" = 0 ]; then
-		if is_bool_flag "$name"; then
-			LAST_WAS_BOOL=1
-			case $name in
-			--no-*) add_nondefault "$(pykey "${name#--no-}")" False ;;
-			--help | -h | --version) ;;
-			*) add_nondefault "$(pykey "$name")" True ;;
-			esac
-			[ "$name" = --trust-remote-code ] && TRUST=True
-			continue
-		fi
-		if [ $# -gt 0 ]; then
-			case $1 in
-			-[0-9]* | -) val=$1; shift; hasval=1 ;;
-			-*) ;;
-			*) val=$1; shift; hasval=1 ;;
-			esac
-		fi
-		if [ "$hasval" = 0 ]; then
-			# a flag we do not know, without a value: accept it as a switch
-			LAST_WAS_BOOL=1
-			add_nondefault "$(pykey "$name")" True
-			continue
-		fi
-	fi
+	case $arg in
+	--*=*) name=${arg%%=*}; val=${arg#*=}; hasval=1 ;;
+	*) name=$arg; val=; hasval=0 ;;
+	esac
+	# vLLM turns _ into - in the name (up to a dot: --compilation-config.mode 3 is JSON)
+	base=${name%%.*}
+	base=${base//_/-}
 	case $name in
+	*.*) dotted=1 ;;
+	*) dotted= ;;
+	esac
+	case $base in
+	--*) hit=$(lookup "$base") || exit 2 ;; # 2: ambiguous, already reported
+	*) hit= ;;   # short options (-tp, -q, -O3) are not in the lists: accepted with their value
+	esac
+	if [ -z "$hit" ] && [ "${base#--}" != "$base" ]; then
+		# argparse collects it, and the word after it (no positional is left to take it)
+		UNRECOGNIZED="$UNRECOGNIZED $arg"
+		if [ "$hasval" = 0 ] && [ $# -gt 0 ] && not_a_flag "$1"; then
+			UNRECOGNIZED="$UNRECOGNIZED $1"
+			shift
+		fi
+		continue
+	fi
+	flag=${hit%% *}
+	kind=${hit#* }
+	[ -z "$hit" ] && { flag=$base; kind=value; }
+	[ -n "$dotted" ] && kind=value
+	vals=
+	case $kind in
+	switch)
+		[ "$hasval" = 1 ] && usage_error "argument $flag: ignored explicit argument '$val'"
+		;;
+	value)
+		if [ "$hasval" = 0 ]; then
+			if [ $# -gt 0 ] && not_a_flag "$1"; then
+				val=$1
+				shift
+			else
+				usage_error "argument $flag: expected one argument"
+			fi
+		fi
+		;;
+	optional)
+		if [ "$hasval" = 0 ] && [ $# -gt 0 ] && not_a_flag "$1"; then
+			val=$1
+			shift
+		fi
+		;;
+	list)
+		if [ "$hasval" = 1 ]; then
+			vals=$val
+		else
+			while [ $# -gt 0 ] && not_a_flag "$1"; do
+				vals="$vals
+$1"
+				shift
+			done
+			vals=${vals#?}
+			[ -n "$vals" ] || usage_error "argument $flag: expected at least one argument"
+		fi
+		val=$vals
+		;;
+	esac
+	case $flag in
+	--port | --host | --served-model-name) ;;
+	*) HASHED="$HASHED $flag=$val" ;;
+	esac
+	case $flag in
+	--help)
+		echo "$SUB_USAGE"
+		exit 0
+		;;
 	--model)
 		MODEL_FLAG=$val
 		;;
@@ -184,13 +254,13 @@ $arg"
 		'' | *[!0-9]*) usage_error "argument --port: invalid int value: '$val'" ;;
 		esac
 		PORT=$val
+		add_nondefault port "$val"
 		;;
 	--host)
 		HOST=$val
 		;;
 	--served-model-name)
 		SERVED=$val
-		LIST_FLAG=$name
 		;;
 	--max-model-len)
 		case $val in
@@ -210,16 +280,71 @@ $arg"
 		GPU_UTIL=$val
 		add_nondefault gpu_memory_utilization "$val"
 		;;
+	--dtype)
+		case $val in
+		auto | bfloat16) DTYPE=torch.bfloat16 ;;
+		float16 | half) DTYPE=torch.float16 ;;
+		float | float32) DTYPE=torch.float32 ;;
+		*) usage_error "argument --dtype: invalid choice: '$val' (choose from 'auto', 'bfloat16', 'float', 'float16', 'float32', 'half')" ;;
+		esac
+		add_nondefault dtype "'$val'"
+		;;
+	--trust-remote-code | --no-trust-remote-code)
+		[ "$flag" = --trust-remote-code ] && TRUST=True || TRUST=False
+		add_nondefault trust_remote_code "$TRUST"
+		;;
+	--enforce-eager | --no-enforce-eager)
+		[ "$flag" = --enforce-eager ] && EAGER=True || EAGER=False
+		add_nondefault enforce_eager "$EAGER"
+		;;
+	--max-num-batched-tokens)
+		case $val in *[!0-9]* | '') ;; *) BATCHED=$val ;; esac
+		add_nondefault max_num_batched_tokens "$val"
+		;;
+	--shutdown-timeout)
+		SHUTDOWN_TIMEOUT=$val
+		add_nondefault shutdown_timeout "$val"
+		;;
 	*)
-		is_list_flag "$name" && LIST_FLAG=$name
-		add_nondefault "$(pykey "$name")" "'$val'"
+		case $kind in
+		switch)
+			case $flag in
+			--no-*) add_nondefault "$(pykey "${flag#--no-}")" False ;;
+			*) add_nondefault "$(pykey "$flag")" True ;;
+			esac
+			;;
+		list) add_nondefault "$(pykey "$flag")" "[$(echo "$val" | sed "s/.*/'&'/" | sed ':a; N; s/\n/, /; ta')]" ;;
+		*)
+			case $val in
+			'' | *[!0-9.-]* | *.*.* | -) add_nondefault "$(pykey "$flag")" "'$val'" ;;
+			*) add_nondefault "$(pykey "$flag")" "$val" ;; # int and float flags print bare
+			esac
+			;;
+		esac
 		;;
 	esac
 done
 
-# `vllm serve MODEL` wins over `--model`, as in vLLM.
-MODEL=${MODEL_TAG:-${MODEL_FLAG:-Qwen/Qwen3-0.6B}}
+# `vllm serve` moves --model to the positional slot (utils/argparse_utils.py), with a warning;
+# a positional given as well is then left over. The module form of 0.11 ignores a positional.
+if [ "$FORM" = serve ] && [ -n "$MODEL_FLAG" ]; then
+	echo "WARNING $(ts) [$L_DEPRECATION] $(t_deprecation)" | { [ "$RAW_PREFIXED" = 1 ] && cat || sed "s/^/(MainProcess pid=$API_PID) /"; }
+	[ -n "$MODEL_TAG" ] && UNRECOGNIZED="$MODEL_TAG$UNRECOGNIZED"
+	MODEL_TAG=$MODEL_FLAG
+fi
+if [ -n "$UNRECOGNIZED" ]; then
+	# the sub-parser hands what it does not know up; the top-level parser reports it
+	echo "$TOP_USAGE" >&2
+	echo "$TOP_PROG: error: unrecognized arguments: ${UNRECOGNIZED# }" >&2
+	exit 2
+fi
+if [ "$FORM" = module ] && [ "$MODULE_IGNORES_POSITIONAL" = 1 ]; then
+	MODEL=${MODEL_FLAG:-Qwen/Qwen3-0.6B}
+else
+	MODEL=${MODEL_TAG:-${MODEL_FLAG:-Qwen/Qwen3-0.6B}}
+fi
 [ -n "$SERVED" ] || SERVED=$MODEL
+SERVED1=$(echo "$SERVED" | head -n 1)
 MAX_MODEL_LEN=${MAXLEN:-4096}
 LISTEN_HOST=${HOST:-0.0.0.0}
 case $LISTEN_HOST in
@@ -227,82 +352,74 @@ case $LISTEN_HOST in
 *) URL_HOST=$LISTEN_HOST ;;
 esac
 
-# ------------------------------------------------------------------ signals
-wait_child() {
-	# `wait` returns early when a trapped signal arrives; wait again unless
-	# the handler ended the script.
-	while kill -0 "$1" 2>/dev/null; do
-		wait "$1"
-	done
-	wait "$1" 2>/dev/null
-}
-
-on_term() {
-	trap '' TERM INT
-	if [ "$STATE" = serving ]; then
-		info launcher.py:99 "Shutting down FastAPI HTTP server."
-	fi
-	[ -n "$CHILD" ] && kill "$CHILD" 2>/dev/null
-	if [ "$STATE" = serving ]; then
-		echo "(APIServer pid=$API_PID) INFO:     Shutting down"
-		echo "(APIServer pid=$API_PID) INFO:     Waiting for application shutdown."
-		echo "(APIServer pid=$API_PID) INFO:     Application shutdown complete."
-	else
-		info api_server.py:1926 "Shutting down (SIGTERM received while $STATE)."
-	fi
-	exit 0
-}
-
-if [ -n "$IGNORE_TERM" ] && [ "$IGNORE_TERM" != 0 ]; then
-	trap 'api WARNING standin "SIGTERM received and ignored (STANDIN_IGNORE_SIGTERM=1)"' TERM
-else
-	trap on_term TERM
-fi
-trap on_term INT
-
-pause() {
-	# Sleep $1 seconds in a way SIGTERM can interrupt.
-	case $1 in
-	'' | 0 | 0.0 | 0.00) return 0 ;;
-	esac
-	sleep "$1" &
-	CHILD=$!
-	wait_child "$CHILD"
-	CHILD=
-}
-
+# ---------------------------------------------------------------- start-up
+case " $KNOWN_FAILS " in
+"  " | *" $FAIL "*) ;;
+*)
+	[ -z "$FAIL" ] || {
+		echo "standin: unknown STANDIN_FAIL='$FAIL' for vLLM $VERSION (known: $KNOWN_FAILS)" >&2
+		exit 1
+	}
+	;;
+esac
 case $LOAD in
 '' | *[!0-9.]* | *.*.*)
 	api WARNING standin "STANDIN_LOAD_SECONDS='$LOAD' is not a number; using 1"
 	LOAD=1
 	;;
 esac
-
-# ---------------------------------------------------------------- start-up
-case $FAIL in
-'' | free-memory | no-cache-blocks | max-seq-len | cuda-oom | trust-remote-code | unsupported-arch | gated-repo) ;;
-*)
-	echo "standin: unknown STANDIN_FAIL='$FAIL' (known: free-memory no-cache-blocks max-seq-len cuda-oom trust-remote-code unsupported-arch gated-repo)" >&2
-	exit 1
+case $COMPILE in
+'' | *[!0-9.]* | *.*.*)
+	api WARNING standin "STANDIN_COMPILE_SECONDS='$COMPILE' is not a number; using 0.2"
+	COMPILE=0.2
 	;;
 esac
 
-info api_server.py:1839 "vLLM API server version $VERSION"
+info "$L_VERSION" "$(t_version)"
 {
 	printf "{"
 	[ -n "$MODEL_TAG" ] && printf "'model_tag': '%s', " "$MODEL_TAG"
 	[ -n "$HOST" ] && printf "'host': '%s', " "$HOST"
-	[ "$PORT" != 8000 ] && printf "'port': %s, " "$PORT"
 	printf "'model': '%s'" "$MODEL"
 	if [ "$SERVED" != "$MODEL" ]; then
 		printf ", 'served_model_name': ["
 		sep=
-		for n in $SERVED; do printf "%s'%s'" "$sep" "$n"; sep=", "; done
+		echo "$SERVED" | while read -r n; do printf "%s'%s'" "$sep" "$n"; sep=", "; done
 		printf "]"
 	fi
 	[ -n "$MAXLEN" ] && printf ", 'max_model_len': %s" "$MAXLEN"
 	printf "%s}" "$NONDEFAULT"
-} | { read -r args; info utils.py:233 "non-default args: $args"; }
+} | { read -r args; info "$L_NONDEFAULT" "non-default args: $args"; }
+
+# vLLM binds its socket here, before the engine (it listens only once the engine is up).
+port_taken() {
+	hex=$(printf '%04X' "$PORT")
+	for table in /proc/net/tcp /proc/net/tcp6; do
+		[ -r "$table" ] || continue
+		# state 0A: LISTEN; local address ends with :PORT
+		awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' "$table" && return 0
+	done
+	return 1
+}
+if port_taken; then
+	{
+		cat <<TEXT
+Traceback (most recent call last):
+  File "/usr/local/bin/vllm", line 10, in <module>
+    sys.exit(main())
+             ^^^^^^
+  File "$PY/vllm/entrypoints/cli/main.py", line 73, in main
+    args.dispatch_function(args)
+  File "$PY/$BIND_FILE", line $BIND_SETUP_LINE, in setup_server
+    sock = create_server_socket(sock_addr)
+           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File "$PY/$BIND_FILE", line $BIND_CREATE_LINE, in create_server_socket
+    sock.bind(addr)
+OSError: [Errno 98] Address already in use
+TEXT
+	} | raw_api >&2
+	exit 1
+fi
 
 # The static answers, written before anything listens.
 json_escape() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g'; }
@@ -327,110 +444,59 @@ printf '{"version":"%s"}' "$VERSION" >"$WWW/version"
 	printf ']}'
 } >"$WWW/v1/models.tmp" && mv "$WWW/v1/models.tmp" "$WWW/v1/models"
 
+# ------------------------------------------------------------------ signals
+wait_child() {
+	# `wait` returns early when a trapped signal arrives; wait again unless
+	# the handler ended the script.
+	while kill -0 "$1" 2>/dev/null; do
+		wait "$1"
+	done
+	wait "$1" 2>/dev/null
+}
+
+on_term() {
+	trap '' TERM INT
+	if [ "$STATE" = serving ]; then
+		if [ "$VERSION" != 0.11.1 ]; then
+			# launchers/launcher.py:270-276 (drain when --shutdown-timeout > 0)
+			mode=abort
+			[ "${SHUTDOWN_TIMEOUT:-0}" != 0 ] && mode=drain
+			info launcher.py:270 "[shutdown] API server: stopping engine client mode=$mode timeout=${SHUTDOWN_TIMEOUT}s"
+		fi
+		info "$L_SHUTDOWN" "Shutting down FastAPI HTTP server."
+	fi
+	[ -n "$CHILD" ] && kill "$CHILD" 2>/dev/null
+	if [ "$STATE" = serving ]; then
+		echo "(APIServer pid=$API_PID) INFO:     Shutting down"
+		echo "(APIServer pid=$API_PID) INFO:     Waiting for application shutdown."
+		echo "(APIServer pid=$API_PID) INFO:     Application shutdown complete."
+	else
+		api INFO standin "Shutting down (SIGTERM received while $STATE)."
+	fi
+	exit 0
+}
+
+if [ -n "$IGNORE_TERM" ] && [ "$IGNORE_TERM" != 0 ]; then
+	trap 'api WARNING standin "SIGTERM received and ignored (STANDIN_IGNORE_SIGTERM=1)"' TERM
+else
+	trap on_term TERM
+fi
+trap on_term INT
+
+pause() {
+	# Sleep $1 seconds in a way SIGTERM can interrupt.
+	case $1 in
+	'' | 0 | 0.0 | 0.00) return 0 ;;
+	esac
+	sleep "$1" &
+	CHILD=$!
+	wait_child "$CHILD"
+	CHILD=
+}
+
 # --------------------------------------------------------------- failures
-# Texts are vLLM 0.11's (checked against its source and users' logs).
-gib() { awk -v x="$1" 'BEGIN { v = sprintf("%.2f", x); sub(/0$/, "", v); if (v ~ /\.$/) v = v "0"; print v }'; }
-pyfloat() { awk -v x="$1" 'BEGIN { v = x + 0; if (v == int(v)) v = v ".0"; print v }'; }
-
-cause_text() {
-	case $FAIL in
-	free-memory)
-		util=$(pyfloat "$GPU_UTIL")
-		want=$(gib "$(awk -v u="$GPU_UTIL" 'BEGIN { print u * 11.94 }')")
-		echo "ValueError: Free memory on device cuda:0 (5.81/11.94 GiB) on startup is less than desired GPU memory utilization ($util, $want GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes."
-		;;
-	no-cache-blocks)
-		echo 'ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.'
-		;;
-	max-seq-len)
-		echo 'ValueError: To serve at least one request with the models'"'"'s max seq len (32768), (3.50 GiB KV cache is needed, which is larger than the available KV cache memory (1.20 GiB). Based on the available memory, the estimated maximum model length is 11216. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.'
-		;;
-	cuda-oom)
-		echo 'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a total capacity of 11.94 GiB of which 512.00 MiB is free. Including non-PyTorch memory, this process has 11.42 GiB memory in use. Of the allocated memory 10.93 GiB is allocated by PyTorch, and 197.35 MiB is reserved by PyTorch but unallocated. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)'
-		;;
-	esac
-}
-
-# The engine-core frames down to where each failure is raised.
-engine_frames() {
-	cat <<EOF
-  File "$PY/vllm/v1/engine/core.py", line 699, in run_engine_core
-    engine_core = EngineCoreProc(*args, **kwargs)
-                  ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/v1/engine/core.py", line 498, in __init__
-    super().__init__(vllm_config, executor_class, log_stats,
-EOF
-	case $FAIL in
-	free-memory | cuda-oom)
-		cat <<EOF
-  File "$PY/vllm/v1/engine/core.py", line 83, in __init__
-    self.model_executor = executor_class(vllm_config)
-                          ^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/executor/executor_base.py", line 54, in __init__
-    self._init_executor()
-  File "$PY/vllm/executor/uniproc_executor.py", line 54, in _init_executor
-EOF
-		;;
-	esac
-	case $FAIL in
-	free-memory)
-		cat <<EOF
-    self.collective_rpc("init_device")
-  File "$PY/vllm/executor/uniproc_executor.py", line 83, in collective_rpc
-    return [run_method(self.driver_worker, method, args, kwargs)]
-            ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/utils/__init__.py", line 3122, in run_method
-    return func(*args, **kwargs)
-           ^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/worker/worker_base.py", line 259, in init_device
-    self.worker.init_device()  # type: ignore
-    ^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/v1/worker/gpu_worker.py", line 201, in init_device
-    raise ValueError(
-EOF
-		;;
-	cuda-oom)
-		cat <<EOF
-    self.collective_rpc("load_model")
-  File "$PY/vllm/executor/uniproc_executor.py", line 83, in collective_rpc
-    return [run_method(self.driver_worker, method, args, kwargs)]
-            ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/utils/__init__.py", line 3122, in run_method
-    return func(*args, **kwargs)
-           ^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/v1/worker/gpu_worker.py", line 233, in load_model
-    self.model_runner.load_model(eep_scale_up=eep_scale_up)
-  File "$PY/vllm/v1/worker/gpu_model_runner.py", line 2615, in load_model
-    self.model = model_loader.load_model(
-                 ^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/model_executor/model_loader/base_loader.py", line 49, in load_model
-    model = initialize_model(
-            ^^^^^^^^^^^^^^^^^
-  File "$PY/torch/utils/_device.py", line 104, in __torch_function__
-    return func(*args, **kwargs)
-           ^^^^^^^^^^^^^^^^^^^^^
-EOF
-		;;
-	no-cache-blocks | max-seq-len)
-		cat <<EOF
-  File "$PY/vllm/v1/engine/core.py", line 92, in __init__
-    self._initialize_kv_caches(vllm_config)
-  File "$PY/vllm/v1/engine/core.py", line 199, in _initialize_kv_caches
-    kv_cache_configs = get_kv_cache_configs(vllm_config, kv_cache_specs,
-                       ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/v1/core/kv_cache_utils.py", line 1243, in get_kv_cache_configs
-    check_enough_kv_cache_memory(vllm_config, kv_cache_spec_one_worker,
-  File "$PY/vllm/v1/core/kv_cache_utils.py", line 716, in check_enough_kv_cache_memory
-    _check_enough_kv_cache_memory(
-  File "$PY/vllm/v1/core/kv_cache_utils.py", line 681, in _check_enough_kv_cache_memory
-    raise ValueError(
-EOF
-		;;
-	esac
-}
-
-api_frames_head() {
-	cat <<EOF
+api_traceback_head() {
+	cat <<TEXT
 Traceback (most recent call last):
   File "/usr/local/bin/vllm", line 10, in <module>
     sys.exit(main())
@@ -439,225 +505,34 @@ Traceback (most recent call last):
     args.dispatch_function(args)
   File "$PY/vllm/entrypoints/cli/serve.py", line 59, in cmd
     uvloop.run(run_server(args))
-  File "$PY/uvloop/__init__.py", line 109, in run
-    return __asyncio.run(
-           ^^^^^^^^^^^^^^
-  File "/usr/lib/python3.12/asyncio/runners.py", line 195, in run
-    return runner.run(main)
-           ^^^^^^^^^^^^^^^^
-  File "/usr/lib/python3.12/asyncio/runners.py", line 118, in run
-    return self._loop.run_until_complete(task)
-           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "uvloop/loop.pyx", line 1518, in uvloop.loop.Loop.run_until_complete
-  File "$PY/uvloop/__init__.py", line 61, in wrapper
-    return await main
-           ^^^^^^^^^^
-  File "$PY/vllm/entrypoints/openai/api_server.py", line 1884, in run_server
-    await run_server_worker(listen_address, sock, args, **uvicorn_kwargs)
-  File "$PY/vllm/entrypoints/openai/api_server.py", line 1902, in run_server_worker
-    async with build_async_engine_client(
-               ^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "/usr/lib/python3.12/contextlib.py", line 210, in __aenter__
-    return await anext(self.gen)
-           ^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/entrypoints/openai/api_server.py", line 180, in build_async_engine_client
-    async with build_async_engine_client_from_engine_args(
-               ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "/usr/lib/python3.12/contextlib.py", line 210, in __aenter__
-    return await anext(self.gen)
-           ^^^^^^^^^^^^^^^^^^^^^
-EOF
-}
-
-api_frames_config() {
-	cat <<EOF
-  File "$PY/vllm/entrypoints/openai/api_server.py", line 206, in build_async_engine_client_from_engine_args
-    vllm_config = engine_args.create_engine_config(usage_context=usage_context)
-                  ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-EOF
+TEXT
 }
 
 fail_engine_core() {
-	cause=$(cause_text)
+	cause=$(t_cause)
 	{
 		echo "EngineCore failed to start."
 		echo "Traceback (most recent call last):"
-		engine_frames
+		t_engine_frames
 		echo "$cause"
 	} | ec_error_log
 	{
-		echo "Process EngineCore_DP0:"
+		echo "Process $EC_NAME:"
 		echo "Traceback (most recent call last):"
-		cat <<EOF
-  File "/usr/lib/python3.12/multiprocessing/process.py", line 314, in _bootstrap
-    self.run()
-  File "/usr/lib/python3.12/multiprocessing/process.py", line 108, in run
-    self._target(*self._args, **self._kwargs)
-  File "$PY/vllm/v1/engine/core.py", line 712, in run_engine_core
-    raise e
-EOF
-		engine_frames
+		echo '  File "/usr/lib/python3.12/multiprocessing/process.py", line 314, in _bootstrap'
+		echo '    self.run()'
+		t_engine_frames
 		echo "$cause"
-	} | ec_prefix >&2
+	} | raw_ec >&2
 	{
-		api_frames_head
-		cat <<EOF
-  File "$PY/vllm/entrypoints/openai/api_server.py", line 225, in build_async_engine_client_from_engine_args
-    async_llm = AsyncLLM.from_vllm_config(
-                ^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/utils/__init__.py", line 1572, in inner
-    return fn(*args, **kwargs)
-           ^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/v1/engine/async_llm.py", line 207, in from_vllm_config
-    return cls(
-           ^^^^
-  File "$PY/vllm/v1/engine/async_llm.py", line 134, in __init__
-    self.engine_core = EngineCoreClient.make_async_mp_client(
-                       ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/v1/engine/core_client.py", line 102, in make_async_mp_client
-    return AsyncMPClient(*client_args)
-           ^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/v1/engine/core_client.py", line 769, in __init__
-    super().__init__(
-  File "$PY/vllm/v1/engine/core_client.py", line 448, in __init__
-    with launch_core_engines(vllm_config, executor_class,
-         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "/usr/lib/python3.12/contextlib.py", line 144, in __exit__
-    next(self.gen)
-  File "$PY/vllm/v1/engine/utils.py", line 732, in launch_core_engines
-    wait_for_engine_startup(
-  File "$PY/vllm/v1/engine/utils.py", line 785, in wait_for_engine_startup
-    raise RuntimeError("Engine core initialization failed. "
-RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
-EOF
-	} | api_prefix >&2
+		api_traceback_head
+		t_wrapper
+	} | raw_api >&2
 	exit 1
 }
 
 fail_config() {
-	{
-		case $FAIL in
-		trust-remote-code)
-			cat <<EOF
-Traceback (most recent call last):
-  File "$PY/vllm/transformers_utils/config.py", line 103, in parse
-    config = AutoConfig.from_pretrained(
-             ^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/transformers/models/auto/configuration_auto.py", line 1331, in from_pretrained
-    trust_remote_code = resolve_trust_remote_code(
-                        ^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/transformers/dynamic_module_utils.py", line 744, in resolve_trust_remote_code
-    raise ValueError(
-ValueError: Loading $MODEL requires you to execute the configuration file in that repo on your local machine. Make sure you have read the code there to avoid malicious use, then set the option \`trust_remote_code=True\` to remove this error.
-
-The above exception was the direct cause of the following exception:
-
-EOF
-			api_frames_head
-			api_frames_config
-			cat <<EOF
-  File "$PY/vllm/engine/arg_utils.py", line 1167, in create_engine_config
-    model_config = self.create_model_config()
-                   ^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/engine/arg_utils.py", line 1025, in create_model_config
-    return ModelConfig(
-           ^^^^^^^^^^^^
-  File "$PY/vllm/config/model.py", line 463, in __post_init__
-    hf_config = get_config(self.hf_config_path or self.model,
-                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/transformers_utils/config.py", line 537, in get_config
-    config_dict, config = config_parser.parse(
-                          ^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/transformers_utils/config.py", line 121, in parse
-    raise RuntimeError(err_msg) from e
-RuntimeError: Failed to load the model config. If the model is a custom model not yet available in the HuggingFace transformers library, consider setting \`trust_remote_code=True\` in LLM or using the \`--trust-remote-code\` flag in the CLI.
-EOF
-			;;
-		unsupported-arch)
-			api_frames_head
-			api_frames_config
-			cat <<EOF
-  File "$PY/vllm/engine/arg_utils.py", line 1167, in create_engine_config
-    model_config = self.create_model_config()
-                   ^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/vllm/engine/arg_utils.py", line 1025, in create_model_config
-    return ModelConfig(
-           ^^^^^^^^^^^^
-  File "$PY/pydantic/_internal/_dataclasses.py", line 123, in __init__
-    s.__pydantic_validator__.validate_python(ArgsKwargs(args, kwargs), self_instance=s)
-pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig
-  Value error, Model architectures ['DotsOCRForCausalLM'] are not supported for now. Supported architectures: dict_keys(['ApertusForCausalLM', 'AquilaModel', 'AquilaForCausalLM', 'ArceeForCausalLM', 'ArcticForCausalLM', 'MiniMaxForCausalLM', 'MiniMaxText01ForCausalLM', 'MiniMaxM1ForCausalLM', 'BaiChuanForCausalLM', 'BaichuanForCausalLM', 'BailingMoeForCausalLM', 'BambaForCausalLM', 'BloomForCausalLM', 'ChatGLMModel', 'ChatGLMForConditionalGeneration', 'CohereForCausalLM', 'Cohere2ForCausalLM', 'DbrxForCausalLM', 'DeciLMForCausalLM', 'DeepseekForCausalLM', 'DeepseekV2ForCausalLM', 'DeepseekV3ForCausalLM', 'Gemma2ForCausalLM', 'Gemma3ForCausalLM', 'GPT2LMHeadModel', 'LlamaForCausalLM', 'MistralForCausalLM', 'MixtralForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'Qwen3MoeForCausalLM', 'Qwen2VLForConditionalGeneration', 'Qwen2_5_VLForConditionalGeneration', 'Qwen3VLForConditionalGeneration', 'TransformersForCausalLM', 'TransformersForMultimodalLM']) [type=value_error, input_value=ArgsKwargs((), {'model': ...attention_dtype': None}), input_type=ArgsKwargs]
-    For further information visit https://errors.pydantic.dev/2.11/v/value_error
-EOF
-			;;
-		gated-repo)
-			cat <<EOF
-Traceback (most recent call last):
-  File "$PY/huggingface_hub/utils/_http.py", line 409, in hf_raise_for_status
-    response.raise_for_status()
-  File "$PY/requests/models.py", line 1026, in raise_for_status
-    raise HTTPError(http_error_msg, response=self)
-requests.exceptions.HTTPError: 401 Client Error: Unauthorized for url: https://huggingface.co/$MODEL/resolve/main/config.json
-
-The above exception was the direct cause of the following exception:
-
-Traceback (most recent call last):
-  File "$PY/transformers/utils/hub.py", line 479, in cached_files
-    hf_hub_download(
-  File "$PY/huggingface_hub/utils/_validators.py", line 114, in _inner_fn
-    return fn(*args, **kwargs)
-           ^^^^^^^^^^^^^^^^^^^
-  File "$PY/huggingface_hub/file_download.py", line 1010, in hf_hub_download
-    return _hf_hub_download_to_cache_dir(
-           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/huggingface_hub/file_download.py", line 1117, in _hf_hub_download_to_cache_dir
-    _raise_on_head_call_error(head_call_error, force_download, local_files_only)
-  File "$PY/huggingface_hub/file_download.py", line 1658, in _raise_on_head_call_error
-    raise head_call_error
-  File "$PY/huggingface_hub/file_download.py", line 1546, in _get_metadata_or_catch_error
-    metadata = get_hf_file_metadata(
-               ^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/huggingface_hub/file_download.py", line 1483, in get_hf_file_metadata
-    hf_raise_for_status(r)
-  File "$PY/huggingface_hub/utils/_http.py", line 426, in hf_raise_for_status
-    raise _format(GatedRepoError, message, response) from e
-huggingface_hub.errors.GatedRepoError: 401 Client Error. (Request ID: Root=1-6923c1e0-1b2f3c4d5e6f708192a3b4c5;0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0)
-
-Cannot access gated repo for url https://huggingface.co/$MODEL/resolve/main/config.json.
-Access to model $MODEL is restricted. You must have access to it and be authenticated to access it. Please log in.
-
-The above exception was the direct cause of the following exception:
-
-EOF
-			api_frames_head
-			api_frames_config
-			cat <<EOF
-  File "$PY/vllm/engine/arg_utils.py", line 1089, in create_engine_config
-    (self.model, self.tokenizer,
-  File "$PY/vllm/transformers_utils/config.py", line 1034, in maybe_override_with_speculators
-    config_dict, _ = PretrainedConfig.get_config_dict(
-                     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/transformers/configuration_utils.py", line 662, in get_config_dict
-    config_dict, kwargs = cls._get_config_dict(pretrained_model_name_or_path, **kwargs)
-                          ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/transformers/configuration_utils.py", line 721, in _get_config_dict
-    resolved_config_file = cached_file(
-                           ^^^^^^^^^^^^
-  File "$PY/transformers/utils/hub.py", line 322, in cached_file
-    file = cached_files(path_or_repo_id=path_or_repo_id, filenames=[filename], **kwargs)
-           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  File "$PY/transformers/utils/hub.py", line 543, in cached_files
-    raise OSError(
-OSError: You are trying to access a gated repo.
-Make sure to have access to it at https://huggingface.co/$MODEL.
-401 Client Error. (Request ID: Root=1-6923c1e0-1b2f3c4d5e6f708192a3b4c5;0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0)
-
-Cannot access gated repo for url https://huggingface.co/$MODEL/resolve/main/config.json.
-Access to model $MODEL is restricted. You must have access to it and be authenticated to access it. Please log in.
-EOF
-			;;
-		esac
-	} | api_prefix >&2
+	t_config_failure | raw_api >&2
 	exit 1
 }
 
@@ -665,62 +540,95 @@ STATE=loading
 
 # Failures found while reading the model's config come before the engine.
 case $FAIL in
-trust-remote-code | unsupported-arch | gated-repo)
+trust-remote-code | unsupported-arch | arch-removed | arch-plugin | gated-repo | repo-not-found)
 	pause "$LOAD"
 	fail_config
 	;;
 esac
 
-info model.py:1510 "Using max model len $MAX_MODEL_LEN"
-ec_info core.py:93 "Initializing a V1 LLM engine (v$VERSION) with config: model='$MODEL', speculative_config=None, tokenizer='$MODEL', skip_tokenizer_init=False, tokenizer_mode=auto, revision=None, trust_remote_code=$TRUST, dtype=torch.bfloat16, max_seq_len=$MAX_MODEL_LEN, download_dir=None, load_format=auto, tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1, disable_custom_all_reduce=False, quantization=None, enforce_eager=False, kv_cache_dtype=auto, device_config=cuda, seed=0, served_model_name=$(echo $SERVED | cut -d' ' -f1), enable_prefix_caching=True, chunked_prefill_enabled=True"
+info "$L_MAXLEN" "Using max model len $MAX_MODEL_LEN"
+ec_info "$L_ENGINE" "$(t_engine_config)"
 
 if [ "$FAIL" = free-memory ]; then
 	pause "$LOAD"
 	fail_engine_core
 fi
 
-ec_info gpu_model_runner.py:2602 "Starting to load model $MODEL..."
+ec_info "$L_START_LOAD" "Starting to load model $MODEL..."
 pause "$LOAD"
+
+if [ "$FAIL" = weights-dont-fit ] || { [ "$FAIL" = cuda-oom ] && [ "$CUDA_OOM_AT" = load ]; }; then
+	if [ "$FAIL" = weights-dont-fit ] && [ "$CUDA_OOM_AT" = profile ]; then
+		echo "($EC_NAME pid=$EC_PID) ERROR $(ts) [gpu_model_runner.py:5086] $(t_weights_dont_fit)"
+	fi
+	fail_engine_core
+fi
+
+ec_info "$L_WEIGHTS" "Loading weights took $LOAD seconds"
+ec_info "$L_MODEL_LOADING" "$(t_model_loading "$LOAD")"
+
+# ------------------------------------------------------- torch.compile step
+# vLLM keys its compile cache by a hash of the config, the code and the compiler
+# (compilation/backends.py); the stand-in by its version, the model and the flags.
+COMPILED=0
+if [ "$EAGER" != True ]; then
+	t_compile_start
+	key=$(printf '%s\n' "$VERSION" "$MODEL" "$MAX_MODEL_LEN" "$HASHED" | sha256sum | cut -c1-10)
+	local_dir=$CACHE_ROOT/torch_compile_cache/$key/rank_0_0/backbone
+	marker=$local_dir/standin-compiled
+	if [ "${VLLM_DISABLE_COMPILE_CACHE:-0}" != 0 ]; then
+		ec_info "$L_CACHE_DIR" "vLLM's torch.compile cache is disabled."
+		marker=
+	else
+		mkdir -p "$local_dir" 2>/dev/null
+		ec_info "$L_CACHE_DIR" "Using cache directory: $local_dir for vLLM's torch.compile"
+	fi
+	ec_info "$L_DYNAMO" "Dynamo bytecode transform time: 0.05 s"
+	if [ -n "$marker" ] && [ -f "$marker" ]; then
+		ec_info "$L_COMPILE_CACHED" "$(t_compile_cached 0.010)"
+		COMPILED=0.06
+	else
+		pause "$COMPILE"
+		ec_info "$L_COMPILE_GRAPH" "$(t_compile_graph "$(awk -v c="$COMPILE" 'BEGIN { printf "%.2f", c }')")"
+		[ -n "$marker" ] && echo "$VERSION $MODEL$HASHED" >"$marker" 2>/dev/null
+		COMPILED=$(awk -v c="$COMPILE" 'BEGIN { printf "%.2f", c + 0.05 }')
+	fi
+	ec_info "$L_COMPILE_TOTAL" "$(t_compile_total "$COMPILED")"
+fi
 
 if [ "$FAIL" = cuda-oom ]; then
 	fail_engine_core
 fi
 
-ec_info default_loader.py:267 "Loading weights took $LOAD seconds"
-ec_info gpu_model_runner.py:2653 "Model loading took 4.1523 GiB and $LOAD seconds"
-
+t_cudagraph_profiling
 case $FAIL in
 no-cache-blocks)
-	ec_info gpu_worker.py:298 "Available KV cache memory: -0.42 GiB"
+	ec_info "$L_KV_MEM" "Available KV cache memory: -0.42 GiB"
 	fail_engine_core
 	;;
 max-seq-len)
-	ec_info gpu_worker.py:298 "Available KV cache memory: 1.20 GiB"
+	ec_info "$L_KV_MEM" "Available KV cache memory: 1.2 GiB"
 	fail_engine_core
 	;;
 esac
-
-ec_info gpu_worker.py:298 "Available KV cache memory: 5.21 GiB"
-ec_info kv_cache_utils.py:1087 "GPU KV cache size: 97,552 tokens"
-ec_info kv_cache_utils.py:1091 "Maximum concurrency for $MAX_MODEL_LEN tokens per request: 23.82x"
+ec_info "$L_KV_MEM" "Available KV cache memory: 5.21 GiB"
+t_kv_size
 
 if [ -n "$HANG" ] && [ "$HANG" != 0 ]; then
-	# Stuck in CUDA graph capture: alive, never listening.
-	ec_info gpu_model_runner.py:3480 "Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 0%"
+	# Stuck in CUDA graph capture: alive, never listening (a tqdm bar on stderr).
+	echo 'Capturing CUDA graphs (mixed prefill-decode, PIECEWISE):   0%|          | 0/67 [00:00<?, ?it/s]' | raw_ec >&2
 	while :; do pause 3600; done
 fi
 
-ec_info gpu_model_runner.py:3480 "Graph capturing finished in 0 secs, took 0.00 GiB"
-ec_info core.py:210 "init engine (profile, create kv cache, warmup model) took $LOAD seconds"
-info loggers.py:147 "Engine 000: vllm cache_config_info with initialization after num_gpu_blocks is: 6097"
-info api_server.py:1634 "Supported_tasks: ['generate']"
-info api_server.py:1912 "Starting vLLM API server 0 on http://$URL_HOST:$PORT"
-info launcher.py:34 "Available routes are:"
-info launcher.py:42 "Route: /health, Methods: GET"
-info launcher.py:42 "Route: /version, Methods: GET"
-info launcher.py:42 "Route: /v1/models, Methods: GET"
-info launcher.py:42 "Route: /v1/chat/completions, Methods: POST"
-info launcher.py:42 "Route: /v1/completions, Methods: POST"
+[ "$EAGER" = True ] || ec_info "$L_GRAPHS_DONE" "Graph capturing finished in 0 secs, took 0.00 GiB"
+ec_info "$L_INIT_ENGINE" "$(t_init_engine "$LOAD" "$COMPILED")"
+info "$L_TASKS" "$(t_tasks)"
+info "$L_STARTING" "$(t_starting)"
+info "$L_ROUTES" "Available routes are:"
+for route in "/health, Methods: GET" "/version, Methods: GET" "/v1/models, Methods: GET" \
+	"/v1/chat/completions, Methods: POST" "/v1/completions, Methods: POST"; do
+	info "$L_ROUTE" "Route: $route"
+done
 
 STATE=serving
 # busybox httpd takes POST only through CGI under /cgi-bin/, so every connection goes to
@@ -731,14 +639,14 @@ STATE=serving
 export STANDIN_WWW="$WWW" STANDIN_SERVED="$SERVED"
 LISTEN_FLAGS=-l
 while [ ${#LISTEN_FLAGS} -le 128 ]; do LISTEN_FLAGS=${LISTEN_FLAGS}l; done
-nc "$LISTEN_FLAGS" -p "$PORT" -e /standin-http.sh &
+nc "$LISTEN_FLAGS" -p "$PORT" -e "$DIR/http.sh" &
 CHILD=$!
 echo "(APIServer pid=$API_PID) INFO:     Started server process [$API_PID]"
 echo "(APIServer pid=$API_PID) INFO:     Waiting for application startup."
 echo "(APIServer pid=$API_PID) INFO:     Application startup complete."
 wait_child "$CHILD"
 
-# The server ended by itself (e.g. the port was taken).
-api ERROR launcher.py:99 "HTTP server exited; shutting down."
-echo "(APIServer pid=$API_PID) OSError: [Errno 98] error while attempting to bind on address ('$LISTEN_HOST', $PORT): address already in use" >&2
+# The server ended by itself (the port was taken after the bind check: a race).
+api ERROR "$L_SHUTDOWN" "HTTP server exited; shutting down."
+echo "OSError: [Errno 98] Address already in use" | raw_api >&2
 exit 1
