@@ -27,6 +27,12 @@ from .settings import Settings
 
 log = logging.getLogger("modelctl.enforcer")
 
+# Seconds a foreign container gets between SIGTERM and SIGKILL. Not MODELCTL_STOP_GRACE: a container
+# just started has nothing to finish, and its main process often cannot yet take SIGTERM at all (a
+# container's pid 1 ignores signals it installed no handler for; vLLM installs its handlers only
+# after its imports, seconds in), so the grace would simply pass. One second keeps the promise of
+# "stopped within 2 s" with the event's own latency (tens of ms).
+ENFORCE_GRACE_S = 1
 # Reconnect delays after the event stream breaks: doubling from the first, never above the last.
 RECONNECT_FIRST_S = 0.2
 RECONNECT_MAX_S = 5.0
@@ -154,7 +160,7 @@ class Enforcer:
 
     def _stop_foreign(self, info: ContainerInfo) -> None:
         try:
-            self.runtime.stop([info], self.settings.stop_grace)
+            self.runtime.stop([info], ENFORCE_GRACE_S)
         except ModelctlError as exc:
             log.error("could not stop the foreign vLLM container %s (%s): %s", info.name, info.id[:12], exc.message)
             self._report(info, STOP_FAILED)

@@ -26,7 +26,7 @@ from modelctl.settings import Settings
 
 
 def settings(enforce: str = "stop") -> Settings:
-    return Settings(enforce=enforce, stop_grace=2, gpus="none")
+    return Settings(enforce=enforce, stop_grace=10, gpus="none")  # the enforcer does not wait the grace
 
 
 def until(predicate, timeout_s: float, what: str):
