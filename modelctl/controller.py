@@ -25,9 +25,9 @@ from .lock import switch_lock
 from .plan import Plan
 from .progress import PhaseClock
 from .results import ActiveModel, GpuHolder, GpuReport, Status, SwitchResult
-from .runtime import ContainerInfo, Runtime
+from .runtime import ContainerInfo, Runtime, ensure_names_free
 from .settings import Settings
-from .vllm.diagnosis import diagnose
+from .vllm.diagnosis import diagnose, diagnose_timeout
 from .vllm.readiness import ContainerExited, HttpModelServers, ModelServers, ReadyTimeout
 
 LOG_LINE_EVERY_S = 0.5  # how often the load phase reads the container's last log line
@@ -87,7 +87,7 @@ class Controller:
             url=plan.url,
             served_model=plan.profile.served_name,
             outcome="planned",
-            warnings=self.catalog.load().warnings(),
+            warnings=[*self.catalog.load().warnings(), *plan.warnings],
         )
         if dry_run:
             return _finished(result, clock)
@@ -175,6 +175,8 @@ class Controller:
 
     def _check_before_stop(self, plan: Plan, leaving: list[ContainerInfo]) -> None:
         """Everything that would fail after the stop, checked while the old model still runs."""
+        # A container modelctl did not start holding one of its names is never removed (exit 2).
+        ensure_names_free(self.runtime, plan.spec.name, plan.spec.name + PREVIOUS_SUFFIX)
         self._check_room(plan, leaving)  # a host process that will not go
         self._check_port(plan, leaving)
         cache = self.settings.hf_cache
@@ -275,13 +277,15 @@ class Controller:
 
     def _not_ready(self, plan: Plan, container: ContainerInfo, exc: Exception) -> NotReadyError:
         log_text = self.runtime.logs(container.id, tail=200)
-        found = diagnose(log_text)
         name = plan.profile.name
         if isinstance(exc, ContainerExited):
+            found = diagnose(log_text)
             code = self.runtime.exit_code(container.id)
             what = f"{name} exited (code {code}) before it was ready"
         else:
             assert isinstance(exc, ReadyTimeout)
+            # A named failure, else what the log shows vLLM was doing, else its last lines: never None.
+            found = diagnose_timeout(log_text)
             what = f"{name} was not ready after {exc.waited_s:.0f} s (last seen: {exc.last_seen})"
         cause = f": {found.cause}" if found else ""
         tail = "\n".join(log_text.splitlines()[-20:])
@@ -289,7 +293,9 @@ class Controller:
             tail = f"{found.evidence}\n...\n{tail}"  # vLLM's tracebacks bury the root cause
         return NotReadyError(
             f"{what}{cause}",
-            hint=found.advice if found else f"see `modelctl logs {name}`",
+            hint=found.advice.replace("`modelctl logs`", f"`modelctl logs {name}`")
+            if found
+            else f"see `modelctl logs {name}`",
             log_tail=tail,
         )
 

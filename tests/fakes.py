@@ -238,6 +238,11 @@ class FakeRuntime:
         box = self._find(name_or_id)
         return box.info() if box and is_vllm_server(box.image, box.command, box.labels) else None
 
+    def name_taken_by_foreign(self, name: str) -> ContainerInfo | None:
+        self._call("name_taken_by_foreign", name)
+        box = self._find(name)
+        return box.info() if box and box.name == name and box.info().foreign else None
+
     def is_running(self, container_id: str) -> bool:
         self._call("is_running", container_id)
         box = self.containers.get(container_id)

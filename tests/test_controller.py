@@ -228,8 +228,14 @@ def test_timeout_rolls_back(world):
     with pytest.raises(NotReadyError) as caught:
         world.controller.switch("hangs")
     error = caught.value
-    assert error.message == "hangs was not ready after 2 s (last seen: ConnectError); rolled back to demo-a"
-    assert error.hint == "see `modelctl logs hangs`"
+    assert error.message == (
+        "hangs was not ready after 2 s (last seen: ConnectError): the log shows no start-up step modelctl "
+        "recognises; its last lines: INFO Loading model weights...; rolled back to demo-a"
+    )
+    assert error.hint == (
+        "read the whole log (`modelctl logs hangs`); a longer startup_timeout helps only once the log shows "
+        "vLLM loading, compiling or capturing CUDA graphs"
+    )
     assert error.exit_code == 4 and error.rolled_back is True
     assert world.servers.calls[0] == ("wait_until_ready", "http://127.0.0.1:8003/v1", "hangs", 2.0)
     assert world.runtime.states() == {"modelctl-hangs": "exited", "modelctl-demo-a": "running"}
@@ -254,7 +260,8 @@ def test_timeout_given_to_the_switch_wins_over_the_profiles(world):
     with pytest.raises(NotReadyError) as caught:
         world.controller.switch("hangs", timeout_s=7)
     assert caught.value.message == (
-        "hangs was not ready after 7 s (last seen: HTTP 503); nothing ran before, so nothing was rolled back"
+        "hangs was not ready after 7 s (last seen: HTTP 503): the log shows no start-up step modelctl recognises; "
+        "its last lines: INFO Loading model weights...; nothing ran before, so nothing was rolled back"
     )
     assert caught.value.rolled_back is False
     assert world.runtime.running_names() == []
@@ -768,3 +775,15 @@ def test_footprint_type_round_trips(nvml):
     footprint = nvml.controller.status().footprints["demo-b"]
     assert isinstance(footprint, Footprint)
     assert (footprint.measured_gib, footprint.vram_gib, footprint.exceeds) == (5.0, 5.0, False)
+
+
+def test_a_name_held_by_a_container_modelctl_did_not_start_is_refused_before_the_stop(world):
+    switched_to_a(world)
+    world.runtime.add_foreign("modelctl-demo-b", image="busybox:1", command="sleep 300", served_model=None)
+    world.runtime.calls.clear()
+    with pytest.raises(UsageError) as caught:
+        world.controller.switch("demo-b")
+    assert caught.value.exit_code == 2
+    assert "a container named modelctl-demo-b" in caught.value.message
+    assert world.runtime.actions() == []
+    assert set(world.runtime.running_names()) == {"modelctl-demo-a", "modelctl-demo-b"}  # both untouched

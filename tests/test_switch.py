@@ -240,17 +240,21 @@ def test_missing_image_fails_before_anything_is_stopped(engine, workspace):
     assert running_vllm(engine) == ["modelctl-demo-a"]
 
 
-def test_port_in_use_is_named(engine, workspace):
+def test_port_in_use_is_named_before_anything_is_stopped(engine, workspace):
     taken = free_port()
     workspace.profile("demo-a", port=taken)
+    workspace.profile("demo-b")
+    workspace.cli_json("switch", "demo-b")
     import socket
 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()
         error = workspace.cli_json("switch", "demo-a", expect=4)["error"]
-    assert "port is already in use" in error["message"] or "address already in use" in error["message"]
-    assert running_vllm(engine) == []
+    assert error["message"] == (
+        f"port {taken} on 127.0.0.1 is in use by another process, so demo-a could not listen there; nothing was stopped"
+    )
+    assert running_vllm(engine) == ["modelctl-demo-b"]
 
 
 def test_lock_timeout(engine, workspace):
@@ -415,7 +419,6 @@ def test_a_container_modelctl_did_not_start_is_never_removed_for_its_name(engine
     assert served_models(b["port"]) == ["demo-b"]
 
 
-@pytest.mark.xfail(strict=False, reason="until Controller.switch calls ensure_names_free before its stop")
 def test_a_name_held_by_a_stranger_is_refused_before_anything_is_stopped(engine, workspace):
     workspace.profile("demo-a")
     workspace.profile("demo-b")
