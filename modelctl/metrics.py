@@ -59,6 +59,12 @@ class Metrics:
         self.active = Gauge(
             "modelctl_proxy_active_model", "1 for the model the proxy serves now", ["profile"], registry=r
         )
+        self.foreign_containers = Counter(
+            "modelctl_foreign_containers",
+            "Foreign vLLM containers started while the service runs, by action (stopped, warned, stop-failed)",
+            ["action"],
+            registry=r,
+        )
 
     def observe_switch(self, profile: str, origin: str, outcome: str, phases: dict[str, float], total_s: float) -> None:
         self.swaps.labels(profile, origin, outcome).inc()

@@ -42,6 +42,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from . import __version__
 from .catalog import Catalog
 from .controller import DEFAULT_LOCK_TIMEOUT_S, Controller
+from .enforcer import Enforcer
 from .errors import EngineUnreachableError, Forbidden, ModelctlError, Unauthorized, UsageError
 from .gpu import NvmlGpu
 from .gpu_thread import ThreadedGpu
@@ -49,6 +50,7 @@ from .http_errors import HttpRefusal, error_document
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .operations import Operations
+from .plan import exposure_warning
 from .proxy import Proxy
 from .report import plan_json, status_json, switch_json
 from .runtime.docker_engine import DockerRuntime
@@ -74,6 +76,13 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        # One model, continuously: a foreign vLLM container started beside ours is stopped (or
+        # reported). Its own engine connection: the event stream holds one open.
+        self.enforcer = Enforcer(
+            DockerRuntime(),
+            settings,
+            on_foreign=lambda container, action: self.metrics.foreign_containers.labels(action=action).inc(),
+        )
         self.catalog = Catalog(settings.profiles_dir, max_age_s=CATALOG_MAX_AGE_S)
         gpu = ThreadedGpu(NvmlGpu(settings))  # NVML in one thread of its own, with a deadline
         # The reads beside the worker, in threads of their own: never the proxy's (the default pool).
@@ -210,7 +219,11 @@ class Service:
         )
         _limit_loop_errors(asyncio.get_running_loop())
         self.operations.reconcile_in_background(self.settings.default_profile, "start-up")
+        if warning := exposure_warning(self.settings.host):
+            log.warning(warning)
+        self.enforcer.start()
         yield
+        self.enforcer.stop()
         await self.proxy.aclose()
         self.operations.shutdown()
         self.reads.shutdown(wait=False, cancel_futures=True)

@@ -335,6 +335,27 @@ def test_startup_keeps_the_healthy_modelctl_model_and_stops_a_foreign_one(engine
 
 
 @pytest.mark.engine
+def test_a_foreign_vllm_started_beside_the_services_model_is_stopped_within_2_s(engine, workspace, start_service):
+    workspace.profile("demo-a")
+    service = start_service({"MODELCTL_DEFAULT_PROFILE": "demo-a"})
+    service.wait_idle()
+    assert running_vllm(engine) == ["modelctl-demo-a"]
+    foreign = engine.containers.run(
+        STANDIN_IMAGE,
+        ["--model", "x"],
+        name="by-hand-later",
+        detach=True,
+        environment={"STANDIN_LOAD_SECONDS": "0"},
+        ports={"8000/tcp": ("127.0.0.1", free_port())},
+    )
+    # The contract is about 2 s (SIGTERM, SIGKILL after 1 s); the bound leaves room for a busy CI machine.
+    until(lambda: running_vllm(engine) == ["modelctl-demo-a"], "the foreign container stopped", timeout=5)
+    foreign.reload()
+    assert foreign.status == "exited"
+    assert 'modelctl_foreign_containers_total{action="stopped"} 1.0' in service.get("/metrics").text
+
+
+@pytest.mark.engine
 def test_sigkill_mid_switch_then_restart_repairs(engine, workspace, start_service):
     workspace.profile("demo-a")
     workspace.profile("slow", env=SLOW)
