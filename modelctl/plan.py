@@ -20,6 +20,7 @@ from .errors import DoesNotFitError
 from .gpu import GpuBudget
 from .profiles import Profile
 from .runtime import HF_CACHE_IN_CONTAINER, LABEL_PLAN_HASH, SHM_SIZE, ContainerSpec, container_name, model_labels
+from .secrets import mask_env, redact_words
 from .settings import Settings, url_host
 from .vllm.flags import server_argv
 
@@ -89,13 +90,13 @@ class Plan:
         elif s.shm_size:
             argv += ["--shm-size", s.shm_size]
         argv += ["-p", f"{s.host_ip}:{s.port}:{s.port}", "-v", f"{s.hf_cache}:{HF_CACHE_IN_CONTAINER}"]
-        for key, value in s.env.items():
+        for key, value in mask_env(s.env).items():  # a credential in a profile's env is never shown
             argv += ["-e", f"{key}={value}"]
         for key in s.secret_env_names:
             argv += ["-e", key]  # passed through from the environment, value never shown
         for key, value in s.labels.items():
             argv += ["--label", f"{key}={value}"]
-        return shlex.join([*argv, s.image, *s.command])
+        return shlex.join([*argv, s.image, *redact_words(s.command)])
 
 
 def is_loopback_host(host: str) -> bool:

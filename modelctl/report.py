@@ -18,6 +18,7 @@ from .gpu import GpuBudget, GpuDevice, GpuState
 from .plan import Plan
 from .results import ActiveModel, GpuHolder, GpuReport, Status, SwitchResult
 from .runtime import ContainerInfo
+from .secrets import mask_env, redact_words
 
 
 def plan_json(plan: Plan, measured: Footprint | None = None) -> dict[str, Any]:
@@ -41,7 +42,8 @@ def plan_json(plan: Plan, measured: Footprint | None = None) -> dict[str, Any]:
         "container": plan.spec.name,
         "url": plan.url,
         "plan_hash": plan.hash,
-        "command": plan.spec.command,
+        "command": redact_words(plan.spec.command),
+        "env": mask_env(plan.spec.env),  # names kept, credentials masked
         "docker_run": plan.docker_run_line(),
     }
 
