@@ -88,7 +88,32 @@ def read_profiles(directory: Path) -> ProfileSet:
         for name in profile.names:
             owners[name] = path
         profiles[profile.name] = profile
+    _refuse_sleepers_sharing_a_port(profiles, owners, invalid)
     return ProfileSet(directory, profiles, invalid)
+
+
+def _refuse_sleepers_sharing_a_port(
+    profiles: dict[str, Profile], owners: dict[str, Path], invalid: list[InvalidProfile]
+) -> None:
+    """Two sleep-enabled profiles may run side by side (one awake, one asleep), so they cannot share
+    a host port: every one of them is invalid, each error naming the others' files."""
+    by_port: dict[int, list[Profile]] = {}
+    for profile in profiles.values():
+        if profile.sleep_level is not None:
+            by_port.setdefault(profile.port, []).append(profile)
+    for port, clash in by_port.items():
+        if len(clash) < 2:
+            continue
+        files = [owners[p.name] for p in clash]
+        for profile, path in zip(clash, files, strict=True):
+            others = ", ".join(str(f) for f in files if f != path)
+            error = ProfileError(
+                f"{path}: sleep-enabled profiles cannot share port {port} (a sleeper keeps its port): "
+                f"{others} uses it too",
+                hint="give each sleep-enabled profile its own port",
+            )
+            del profiles[profile.name]
+            invalid.append(InvalidProfile(path, error, frozenset({path.stem, *profile.names})))
 
 
 def _profile_files(directory: Path) -> list[Path]:

@@ -356,7 +356,11 @@ def status(as_json: JsonOption = False) -> None:
 
             table = Table("name", "profile", "state", "image")
             for c in seen.status.containers:
-                table.add_row(c.name, c.profile or "[dim](foreign)[/dim]", c.state, c.image)
+                state = c.state
+                if seen.status.sleeping.get(c.id):  # a sleeper: what it keeps on the GPU
+                    kept = seen.status.residual_gib.get(c.id)
+                    state += " (asleep" + (f", {kept:.2f} GiB on the GPU)" if kept is not None else ")")
+                table.add_row(c.name, c.profile or "[dim](foreign)[/dim]", state, c.image)
             out.print(table)
 
     _run(as_json, body)
@@ -379,6 +383,7 @@ def _print_gpu(report: GpuReport, brief: bool = False) -> None:
         )
         if used is not None:
             out.print(f"     used, estimated from the running models' vram_gib: {used:g} GiB")
+        _print_asleep(report)
         return
     for d in state.devices:
         out.print(
@@ -386,6 +391,7 @@ def _print_gpu(report: GpuReport, brief: bool = False) -> None:
             f"{_gib(d.free_gib):.2f} free (driver {state.driver_version})",
             markup=False,
         )
+    _print_asleep(report)
     if report.holders is None:
         out.print("processes: NVML cannot list them here (WSL2?): memory is reported, its holders are not")
     elif not brief and report.holders:
@@ -396,6 +402,14 @@ def _print_gpu(report: GpuReport, brief: bool = False) -> None:
             used = f"{h.used_gib:.2f}" if h.used_gib is not None else "?"
             table.add_row(str(h.device), str(h.pid), h.name, used, h.container or "[dim](host)[/dim]")
         out.print(table)
+
+
+def _print_asleep(report: GpuReport) -> None:
+    """Sleepers and what each keeps on the GPU."""
+    if report.asleep:
+        how = "measured by process" if report.asleep_measured else "assumed: sleep_vram_gib or the last measurement"
+        kept = ", ".join(f"{name} {gib:.2f} GiB" for name, gib in report.asleep.items())
+        out.print(f"asleep: {kept} ({how})", markup=False)
 
 
 @app.command()

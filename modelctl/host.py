@@ -1,6 +1,7 @@
 """The host machine, as far as the switch must look at it before stopping anything: is a port
-free, does the Hugging Face cache directory exist. `LocalHost` asks the kernel and the file
-system; unit tests hand the controller a fake of the `Host` Protocol."""
+free, does the Hugging Face cache directory exist, how much memory is available (a level-1
+sleeper pins its weights in host memory). `LocalHost` asks the kernel and the file system; unit
+tests hand the controller a fake of the `Host` Protocol."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ class Host(Protocol):
 
     def ensure_directory(self, path: Path) -> None:
         """Create `path` (and its parents) unless it exists, owned by the user who ran modelctl."""
+        ...
+
+    def available_memory_gib(self) -> float | None:
+        """Memory the host can still give without swapping (MemAvailable); None where unknown."""
         ...
 
 
@@ -44,3 +49,15 @@ class LocalHost:
         if os.geteuid() == 0 and uid and gid and uid.isdigit() and gid.isdigit():
             for made in missing:
                 os.chown(made, int(uid), int(gid), follow_symlinks=False)
+
+    def available_memory_gib(self) -> float | None:
+        """/proc/meminfo's MemAvailable (Linux >= 3.14); None elsewhere. A container's pinned host
+        memory counts here like any process's: the kernel's view is the whole machine's."""
+        try:
+            with open("/proc/meminfo", encoding="ascii") as meminfo:
+                for line in meminfo:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) / (1024 * 1024)  # kB -> GiB
+        except (OSError, ValueError, IndexError):
+            return None
+        return None

@@ -167,6 +167,26 @@ def check_fits(plan: Plan, others: list[Plan]) -> None:
     )
 
 
+# vLLM's sleep mode: the flag at start, and the development endpoints (/sleep, /wake_up,
+# /is_sleeping, /collective_rpc) that exist only with this variable set. They have no
+# authentication: sleep-enabled models are published on loopback only (controller).
+SLEEP_FLAG = "--enable-sleep-mode"
+DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
+
+
+def sleep_flags(profile: Profile) -> list[str]:
+    if profile.sleep_level is None or SLEEP_FLAG in profile.vllm_args:
+        return []
+    return [SLEEP_FLAG]
+
+
+def model_env(profile: Profile) -> dict[str, str]:
+    """The container's environment: the profile's, plus the dev-mode switch of a sleep-enabled one."""
+    if profile.sleep_level is None:
+        return dict(profile.env)
+    return {**profile.env, DEV_MODE_ENV: "1"}
+
+
 def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
     sizing = choose_sizing(profile, gpu)
     utilization = utilization_for(sizing.vram_gib, gpu.total_gib)
@@ -177,7 +197,7 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         utilization=utilization,
         max_model_len=sizing.max_model_len,
         max_num_seqs=sizing.max_num_seqs,
-        extra=profile.vllm_args,
+        extra=[*profile.vllm_args, *sleep_flags(profile)],
     )
     secret_env_names = ("HF_TOKEN",) if settings.hf_token is not None else ()
     ipc_host = settings.ipc == "host"
@@ -185,7 +205,7 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
     spec_without_labels = {
         "image": profile.image,
         "command": command,
-        "env": profile.env,
+        "env": model_env(profile),
         "port": profile.port,
         "host_ip": settings.host,
         "gpus": settings.gpu_device_ids,
@@ -207,7 +227,7 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         name=container_name(profile.name),
         image=profile.image,
         command=command,
-        env=dict(profile.env),
+        env=model_env(profile),
         labels=labels,
         host_ip=settings.host,
         port=profile.port,

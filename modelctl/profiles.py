@@ -8,7 +8,7 @@ because a typo in a profile must never reach a running container.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
@@ -46,6 +46,11 @@ class Profile(BaseModel):
     startup_timeout: float | None = Field(default=None, gt=0)
     # GPU size in GiB -> tuned values; the plan takes the largest tier the GPU can hold.
     tiers: dict[int, Tier] = Field(default_factory=dict)
+    # vLLM sleep mode: switching away puts the model to sleep (1: weights to pinned host memory,
+    # 2: weights dropped, reloaded on wake) instead of stopping it. None: stopped, as before.
+    sleep_level: Literal[1, 2] | None = None
+    # What a sleeper is assumed to keep on the GPU where NVML cannot measure it by process.
+    sleep_vram_gib: float = Field(default=1.0, ge=0)
 
     @field_validator("image")
     @classmethod
@@ -54,6 +59,13 @@ class Profile(BaseModel):
         if ":" not in last and "@" not in last:
             raise ValueError(f"pin a tag, e.g. '{image}:v0.11.1' (an unpinned image changes under you)")
         return image
+
+    @field_validator("sleep_level", mode="before")
+    @classmethod
+    def _level_not_bool(cls, level: object) -> object:
+        if isinstance(level, bool):  # YAML `true` is not level 1
+            raise ValueError("expected 1 or 2")
+        return level
 
     @field_validator("vllm_args")
     @classmethod

@@ -104,7 +104,16 @@ def status_json(status: Status) -> dict[str, Any]:
             "served_model": active.served_model,
         },
         "containers": [
-            {"name": c.name, "profile": c.profile, "state": c.state, "image": c.image, "id": c.id[:12]}
+            {
+                "name": c.name,
+                "profile": c.profile,
+                "state": c.state,
+                "image": c.image,
+                "id": c.id[:12],
+                # Sleep mode: true asleep, false awake (or stopped), null where sleep mode is off.
+                "sleeping": status.sleeping.get(c.id),
+                "residual_gib": status.residual_gib.get(c.id),
+            }
             for c in status.containers
         ],
         "gpu": gpu_json(status.gpu),
@@ -150,6 +159,8 @@ def status_from_json(data: dict[str, Any]) -> Status:
             name: Footprint(measured_gib=m["measured_gib"], vram_gib=m["vram_gib"], plan_hash="", measured_at=0.0)
             for name, m in data["measured"].items()
         },
+        sleeping={c["id"]: c.get("sleeping") for c in data["containers"]},
+        residual_gib={c["id"]: c["residual_gib"] for c in data["containers"] if c.get("residual_gib") is not None},
     )
 
 
@@ -163,6 +174,9 @@ def gpu_json(report: GpuReport) -> dict[str, Any]:
         "total_gib": round(report.budget.total_gib, 3),
         "source": report.budget.source,
         "estimated_used_gib": report.estimated_used_gib,
+        # Sleepers: container -> GiB it keeps asleep; measured through NVML by process, or assumed.
+        "asleep": {name: round(gib, 3) for name, gib in report.asleep.items()},
+        "asleep_measured": report.asleep_measured,
         "devices": [
             {
                 "index": d.index,
@@ -215,6 +229,8 @@ def gpu_from_json(data: dict[str, Any]) -> GpuReport:
             for h in holders
         ],
         estimated_used_gib=data["estimated_used_gib"],
+        asleep=dict(data.get("asleep") or {}),
+        asleep_measured=bool(data.get("asleep_measured")),
     )
 
 

@@ -22,6 +22,9 @@ class SwitchResult:
     total_s: float = 0.0
     # Invalid profile files that were skipped (the valid ones work regardless).
     warnings: list[str] = field(default_factory=list)
+    # Sleep mode: the models put to sleep (not stopped), and whether the target was woken.
+    slept: list[str] = field(default_factory=list)
+    woke: bool = False
 
 
 @dataclass
@@ -60,6 +63,10 @@ class GpuReport:
     holders: list[GpuHolder] | None  # None where NVML cannot list processes (WSL2) or is absent
     # Degraded mode: memory taken by the running modelctl models, by their plans' vram_gib.
     estimated_used_gib: float | None = None
+    # Sleepers: container name -> GPU memory it keeps asleep (GiB), measured through NVML by process
+    # where `asleep_measured`, else the last measurement of its plan or its profile's sleep_vram_gib.
+    asleep: dict[str, float] = field(default_factory=dict)
+    asleep_measured: bool = False
 
 
 @dataclass
@@ -69,3 +76,7 @@ class Status:
     gpu: GpuReport
     footprints: dict[str, Footprint] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Container id -> asleep (True), awake (False), not sleep-enabled (None; absent: None).
+    sleeping: dict[str, bool | None] = field(default_factory=dict)
+    # Container id -> GPU memory a sleeper keeps (GiB), as in GpuReport.asleep.
+    residual_gib: dict[str, float] = field(default_factory=dict)

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     proxy_drain_timeout: float = Field(default=120.0, gt=0, allow_inf_nan=False)
     # Open connections the service takes at once; beyond, uvicorn answers 503 (idle ones close after 5 s).
     max_connections: int = Field(default=1024, ge=1)
+    # A sleep-enabled model (profile sleep_level) is stopped instead of put to sleep when the host's
+    # available memory would fall under this many GiB (a level-1 sleeper pins its weights in RAM).
+    sleep_host_reserve_gib: float = Field(default=4.0, ge=0, allow_inf_nan=False)
     # With MODELCTL_URL set, the CLI asks the service at that URL instead of the engine.
     url: str | None = None
     # Hugging Face token passed to the containers; never printed (SecretStr masks it).

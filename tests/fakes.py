@@ -12,6 +12,10 @@
   container whose behaviour is "ready" serves its model; "crash" has exited already
   (ContainerExited, via the controller's own `is_alive`); "hang" raises ReadyTimeout at once;
   "loading" does not answer `is_serving` yet but becomes ready when waited for.
+- `FakeSleepControl` (the `SleepControl` Protocol) puts the fake runtime's containers to sleep and
+  wakes them: only a container started with `--enable-sleep-mode` and `VLLM_SERVER_DEV_MODE=1`
+  answers; a sleeper still lists its model (like vLLM), holds `FakeGpu.asleep_gib` instead of
+  `held_gib`, and its sleep or wake fails on request (an error answer, an exit, a hang).
 - `World` builds a Controller from these with a real Catalog over profiles written in tmp_path
   and real Settings (state directory in tmp_path).
 """
@@ -39,6 +43,7 @@ from modelctl.runtime import (
 )
 from modelctl.settings import Settings
 from modelctl.vllm.readiness import ContainerExited, ReadyTimeout
+from modelctl.vllm.sleep import SleepFailed
 
 IMAGE = "vllm/vllm-openai:v0.11.1"
 FIRST_PID = 1001
@@ -87,6 +92,9 @@ class FakeContainer:
     log: str = ""
     restart_policy: str = "no"
     auto_remove: bool = False  # `docker run --rm`: removed when it stops
+    sleep_mode: bool = False  # started with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1
+    asleep: bool = False
+    sleep_level: int | None = None
 
     def info(self) -> ContainerInfo:
         return container_info(id=self.id, name=self.name, image=self.image, state=self.state, labels=self.labels)
@@ -209,6 +217,7 @@ class FakeRuntime:
         if queued:
             box.behaviour = queued.pop(0)
         box.log += box.behaviour.log
+        box.asleep, box.sleep_level = False, None  # a (re)started vLLM is awake
         if box.behaviour.kind == "crash":
             box.state, box.pid, box.exit_code = "exited", None, box.behaviour.exit_code
             return
@@ -342,6 +351,7 @@ class FakeRuntime:
             spec.labels[LABEL_SERVED_MODEL],
             READY,
         )
+        box.sleep_mode = "--enable-sleep-mode" in spec.command and spec.env.get("VLLM_SERVER_DEV_MODE") == "1"
         self._start(box)
         return box.info()
 
@@ -377,6 +387,7 @@ class FakeGpu:
         self.reason = reason
         self.name = name
         self.never_frees: set[str] = set()  # containers whose memory stays held once stopped
+        self.asleep_gib: dict[str, float] = {}  # container name -> GiB it keeps asleep (default 0.5)
         self.hides_amounts = False  # processes listed, their memory not (some WSL2 and MIG set-ups)
         self.calls: list[tuple] = []
 
@@ -385,11 +396,13 @@ class FakeGpu:
         return cls(runtime, mode="degraded", reason=reason)
 
     def processes(self) -> list[GpuProcess]:
-        running = {c.pid for c in self.runtime.containers.values() if c.state == "running" and c.pid is not None}
+        live = {c.pid: c for c in self.runtime.containers.values() if c.state == "running" and c.pid is not None}
         found = []
         for pid, first_name in self.runtime.pid_owner.items():
-            if first_name in self.held_gib and (pid in running or first_name in self.never_frees):
-                found.append(GpuProcess(pid, "python3", self.held_gib[first_name]))
+            if first_name in self.held_gib and (pid in live or first_name in self.never_frees):
+                box = live.get(pid)
+                held = self.asleep_gib.get(first_name, 0.5) if box and box.asleep else self.held_gib[first_name]
+                found.append(GpuProcess(pid, "python3", held))
         return [*found, *self.host]
 
     def read(self) -> GpuState:
@@ -474,16 +487,83 @@ class FakeModelServers:
         return 0.0
 
 
+# --- sleep mode ----------------------------------------------------------------------------------
+
+
+class FakeSleepControl:
+    """vLLM's development endpoints of the fake runtime's containers, found by the port in the URL.
+
+    `sleep_fails` / `wake_fails`: container name -> how the next sleep / wake of it fails:
+    "error" (the endpoint answers an error: SleepFailed), "exit" (the server dies: ContainerExited),
+    "hang" (never awake: ReadyTimeout).
+    """
+
+    def __init__(self, runtime: FakeRuntime, host: FakeHost | None = None) -> None:
+        self.runtime = runtime
+        self.host = host
+        self.calls: list[tuple] = []
+        self.sleep_fails: dict[str, str] = {}
+        self.wake_fails: dict[str, str] = {}
+
+    def _box(self, base_url: str) -> FakeContainer | None:
+        port = int(base_url.rstrip("/").removesuffix("/v1").rsplit(":", 1)[1])
+        return next((c for c in self.runtime._listed(False) if c.port == port and c.state == "running"), None)
+
+    def is_sleeping(self, base_url: str) -> bool | None:
+        self.calls.append(("is_sleeping", base_url))
+        box = self._box(base_url)
+        return box.asleep if box and box.sleep_mode else None
+
+    def sleep(self, base_url: str, level: int, *, timeout_s: float) -> float:
+        box = self._box(base_url)
+        self.calls.append(("sleep", box.name if box else base_url, level))
+        if box is None or not box.sleep_mode:
+            raise SleepFailed(f"sleep (level {level}): {base_url}/sleep does not exist (404)")
+        failure = self.sleep_fails.pop(box.name, None)
+        if failure == "exit":
+            box.state, box.pid, box.exit_code = "exited", None, 1
+        if failure:
+            raise SleepFailed(f"sleep (level {level}): {base_url}/sleep answered HTTP 500: Internal Server Error")
+        box.asleep, box.sleep_level = True, level
+        if self.host is not None and self.host.after_sleep_gib is not None:
+            self.host.available_gib = self.host.after_sleep_gib
+        return 0.0
+
+    def wake(
+        self, base_url: str, served_model: str, level: int, *, timeout_s: float, is_alive: Callable[[], bool]
+    ) -> float:
+        box = self._box(base_url)
+        self.calls.append(("wake", box.name if box else base_url, level))
+        if box is None or not is_alive():
+            raise ContainerExited()
+        failure = self.wake_fails.pop(box.name, None)
+        if failure == "error":
+            raise SleepFailed(f"wake: {base_url}/wake_up answered HTTP 500: Internal Server Error")
+        if failure == "exit":
+            box.state, box.pid, box.exit_code = "exited", None, 1
+            box.log += "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+            raise ContainerExited()
+        if failure == "hang":
+            raise ReadyTimeout(timeout_s, "still sleeping")
+        box.asleep, box.sleep_level = False, None
+        return 0.0
+
+
 # --- the host: ports and directories ------------------------------------------------------------
 
 
 class FakeHost:
-    """Ports some other process listens on, and the directories the controller made."""
+    """Ports some other process listens on, the directories the controller made, host memory."""
 
     def __init__(self) -> None:
         self.busy_ports: set[int] = set()
         self.made: list[Path] = []
         self.unwritable: set[Path] = set()
+        self.available_gib: float | None = 64.0  # MemAvailable; None: unknown
+        self.after_sleep_gib: float | None = None  # what is available once a model went to sleep
+
+    def available_memory_gib(self) -> float | None:
+        return self.available_gib
 
     def port_in_use(self, host: str, port: int) -> bool:
         return port in self.busy_ports
@@ -511,9 +591,12 @@ class World:
         self.gpu = FakeGpu(self.runtime) if self.gpu_mode == "nvml" else FakeGpu.degraded(self.runtime)
         self.servers = FakeModelServers(self.runtime)
         self.host = FakeHost()
+        self.sleep = FakeSleepControl(self.runtime, self.host)
         self.catalog = Catalog(self.profiles_dir)
         self.settings = make_settings(self.root, **self.settings_overrides)
-        self.controller = Controller(self.settings, self.runtime, self.catalog, self.gpu, self.servers, self.host)
+        self.controller = Controller(
+            self.settings, self.runtime, self.catalog, self.gpu, self.servers, self.host, self.sleep
+        )
 
     @property
     def profiles_dir(self) -> Path:
