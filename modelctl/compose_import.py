@@ -23,8 +23,15 @@ Decisions (README "Import a compose file"):
   compose file (`--served-model-name`, else the model itself, vLLM's default); further served
   names become aliases. A served name or alias an earlier service of the file already claims is
   not given again (the later profile is served as its own name), and that is reported.
-- `vram_gib` is an ESTIMATE: the compose file's `--gpu-memory-utilization` (vLLM's default 0.9
-  when absent) times an assumed GPU total (`--gpu-total-gib`, default MODELCTL_GPU_TOTAL_GIB).
+- `vram_gib` is an ESTIMATE: the compose file's `--gpu-memory-utilization` times an assumed GPU
+  total (`--gpu-total-gib`, default MODELCTL_GPU_TOTAL_GIB). When the file leaves it out, vLLM's
+  default for the image's version (`vllm.flags.default_utilization`, read from the tag of a
+  `vllm/vllm-openai` image): 0.92 from 0.33.0 on, 0.9 before and for an unknown tag.
+- The flags carried into `vllm_args` are checked against the flags the image's vLLM accepts
+  (`vllm.flags.flags_to_check`: that version's list, or the newest for a newer version): a flag it
+  does not have (e.g. `--swap-space`, gone by 0.33) is kept as written and reported, since vLLM
+  would exit 2 on it (`unrecognized arguments`); flags of an image whose version modelctl cannot
+  tell or has no list for are reported as not checked.
 - The port is the host side of the `ports` entry that publishes vLLM's `--port` (8000 by default).
 
 Variables (`${VAR}`, `$VAR`, `${VAR:-default}`, `${VAR-default}`, `${VAR:+alt}`, `${VAR:?err}`,
@@ -64,10 +71,20 @@ from .profiles import Profile
 from .safe_yaml import load_yaml, load_yaml_file, one_line, read_text, short_repr
 from .secrets import is_secret_name, is_secret_value, looks_secret, redact
 from .vllm import runs_vllm_server
+from .vllm.flags import (
+    Version,
+    default_utilization,
+    flags_to_check,
+    image_version,
+    listed_versions,
+    unknown_flags,
+    version_text,
+)
 from .vllm_argv import VllmArgs, human_int, server_command, split_words
 
 VLLM_DEFAULT_PORT = 8000
-VLLM_DEFAULT_UTILIZATION = 0.9
+# vLLM's default utilization for an image whose version is not known (0.11.1's; 0.33.0's is 0.92).
+VLLM_DEFAULT_UTILIZATION = default_utilization(None)
 # Used when the compose file leaves them to vLLM, whose defaults (the model's full context, 256
 # sequences) would claim far more KV cache than a 12 GB card has; reported as assumptions.
 ASSUMED_MAX_MODEL_LEN = 8192
@@ -309,7 +326,8 @@ class _ServiceReader:
             return None
         if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
             image = f"{image}:latest"
-            self.assumptions.append(f"image had no tag: wrote {image}; pin the version you run (e.g. v0.11.1)")
+            self.assumptions.append(f"image had no tag: wrote {image}; pin the version you run (e.g. v0.33.0)")
+        version = image_version(image)
 
         served = flags.take_all("--served-model-name")
         max_model_len = self._whole(
@@ -324,7 +342,7 @@ class _ServiceReader:
             ASSUMED_MAX_NUM_SEQS,
             "vLLM's default (256) claims far more KV cache",
         )
-        vram_gib = self._vram(flags.take("--gpu-memory-utilization"))
+        vram_gib = self._vram(flags.take("--gpu-memory-utilization"), version)
         container_port = self._whole(flags.take("--port"), "--port", VLLM_DEFAULT_PORT, None)
         if flags.take("--host") is not None:
             self.drop("--host", "modelctl sets it (the server listens on 0.0.0.0 inside; published on MODELCTL_HOST)")
@@ -367,6 +385,7 @@ class _ServiceReader:
         if aliases:
             data["aliases"] = aliases
         self._report_other_keys(model, flags.rest)
+        self._check_flags(flags.rest, image, version)
         secret = [key for key in ("model", "image", "served_model_name") if is_secret_value(data[key])]
         secret += ["aliases"] if any(is_secret_value(alias) for alias in aliases) else []
         if secret:
@@ -394,9 +413,10 @@ class _ServiceReader:
             return default
         return parsed
 
-    def _vram(self, value: str | None) -> float:
+    def _vram(self, value: str | None, version: Version | None) -> float:
         total = self.gpu_total_gib
-        utilization = VLLM_DEFAULT_UTILIZATION
+        default = default_utilization(version)
+        utilization = default
         if value is not None:
             try:
                 utilization = float(value)
@@ -405,13 +425,14 @@ class _ServiceReader:
             except ValueError:
                 self.drop(
                     f"--gpu-memory-utilization {short_repr(value, 40)}",
-                    f"not a fraction in (0, 1]; assumed vLLM's {VLLM_DEFAULT_UTILIZATION}",
+                    f"not a fraction in (0, 1]; assumed vLLM's {default}",
                 )
-                utilization = VLLM_DEFAULT_UTILIZATION
+                utilization = default
         # Round DOWN to 0.1 GiB: modelctl rounds the utilization back UP, so the plan never asks
         # for more than the compose file did.
         vram = math.floor(round(utilization * total * 10, 6)) / 10
-        source = f"vLLM's default utilization {utilization:g}"
+        which = f"vLLM {version_text(version)}'s" if version else "vLLM's"
+        source = f"{which} default utilization {utilization:g}"
         if value is not None:
             source = f"--gpu-memory-utilization {utilization:g}"
         self.assumptions.append(
@@ -419,6 +440,29 @@ class _ServiceReader:
             "measure it and set what the model needs"
         )
         return vram
+
+    def _check_flags(self, vllm_args: list[str], image: str, version: Version | None) -> None:
+        """Report the flags of vllm_args this image's vLLM does not have (kept as written)."""
+        if not any(word.startswith("--") for word in vllm_args):
+            return
+        against = flags_to_check(version)
+        if against is None:
+            known = ", ".join(version_text(v) for v in listed_versions())
+            tag = f"vLLM {version_text(version)}" if version else f"the image {image}"
+            self.assumptions.append(
+                f"flags not checked: modelctl has no flag list for {tag} (it knows {known}); "
+                "vLLM exits 2 on a flag it does not have"
+            )
+            return
+        listed, known_flags = against
+        newer = ""
+        if version is not None and listed != version:
+            newer = f" (the newest release modelctl knows; the image is {version_text(version)})"
+        for flag in unknown_flags(vllm_args, known_flags):
+            self.assumptions.append(
+                f"{flag} is not a flag of vLLM {version_text(listed)}{newer}: kept as written, but vLLM exits 2 "
+                "on it (unrecognized arguments); remove it, or use the flag that replaced it"
+            )
 
     def _environment(self, inline: list[str]) -> dict[str, str]:
         raw = self.spec.get("environment")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from .catalog import Catalog
 from .errors import ModelctlError
@@ -42,6 +44,7 @@ def run_checks() -> list[Check]:
     checks += _ports(found.profiles, settings)
     checks.append(_exposure(settings))
     checks.append(_hf_cache(settings))
+    checks.append(_vllm_cache(settings))
     return checks
 
 
@@ -157,3 +160,75 @@ def _hf_cache(settings: Settings) -> Check:
         f"{cache} does not exist: every model downloads at its first start",
         "create it, or set MODELCTL_HF_CACHE to your Hugging Face cache (a directory or a Docker volume)",
     )
+
+
+def _vllm_cache(settings: Settings) -> Check:
+    """The kept vLLM cache (MODELCTL_VLLM_CACHE) and how much it holds: torch.compile artefacts of
+    every model started so far, which their next cold start loads instead of compiling."""
+    cache = str(settings.vllm_cache)
+    if "/" not in cache:  # a Docker volume name (default modelctl-vllm-cache)
+        from .runtime.docker_engine import DockerRuntime
+
+        runtime = DockerRuntime()
+        try:
+            if not runtime.volume_exists(cache):
+                return Check(
+                    "vllm cache",
+                    "ok",
+                    f"Docker volume {cache} does not exist yet: the engine creates it at the first model start, "
+                    "which compiles; later starts reuse it",
+                )
+            size = runtime.volume_size(cache)
+        except ModelctlError as exc:
+            return Check("vllm cache", "warn", f"volume {cache}: {exc.message}")
+        shown = "size unknown" if size is None else _size(size)
+        return Check("vllm cache", "ok", f"Docker volume {cache}, {shown}")
+    path = settings.vllm_cache
+    if not path.exists():
+        return Check(
+            "vllm cache",
+            "ok",
+            f"{cache} does not exist yet: Docker creates it (owned by root) at the first model start",
+            f"create it yourself to own it: mkdir -p {cache}",
+        )
+    if not path.is_dir():
+        return Check("vllm cache", "fail", f"{cache} is not a directory", "point MODELCTL_VLLM_CACHE at a directory")
+    size, unreadable = directory_size(path)
+    detail = f"{cache}, {_size(size)}"
+    if unreadable:
+        detail += f" (at least: {unreadable} entries unreadable)"
+    return Check("vllm cache", "ok", detail)
+
+
+def directory_size(root: Path) -> tuple[int, int]:
+    """(bytes on disk, as `du` counts them, entries that could not be read) of a directory tree;
+    symbolic links are not followed, and a file linked twice is counted once."""
+    total, unreadable = 0, 0
+    seen: set[tuple[int, int]] = set()
+    stack = [str(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            unreadable += 1
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                unreadable += 1
+                continue
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            total += info.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return total, unreadable
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"

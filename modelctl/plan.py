@@ -19,16 +19,57 @@ from . import __version__
 from .errors import DoesNotFitError
 from .gpu import GpuBudget
 from .profiles import Profile
-from .runtime import HF_CACHE_IN_CONTAINER, LABEL_PLAN_HASH, SHM_SIZE, ContainerSpec, container_name, model_labels
+from .runtime import (
+    HF_CACHE_IN_CONTAINER,
+    LABEL_PLAN_HASH,
+    SHM_SIZE,
+    VLLM_CACHE_IN_CONTAINER,
+    ContainerSpec,
+    container_name,
+    model_labels,
+)
 from .secrets import mask_env, redact_words
 from .settings import Settings, url_host
-from .vllm.flags import server_argv
+from .vllm.flags import image_version, server_argv
 
+GIB = 1024**3
 # vLLM's own CUDA context (~0.4-0.6 GiB) is already allocated when it measures free memory at
 # start-up, and desktops keep some for the display: a plan above this fraction cannot start.
 MAX_UTILIZATION = 0.95
-# So before the start, free memory must cover utilization x total plus that context.
-START_MARGIN_GIB = 0.6
+
+# Admission: the free memory a start needs, as vLLM checks it.
+#
+# vLLM 0.33.0 (`request_memory`, vllm/v1/worker/utils.py:716-770, called from gpu_worker.py:542):
+#     requested = math.ceil(total_memory * gpu_memory_utilization)          # bytes, utils.py:724
+#     if free_memory < requested: raise ValueError("Free memory on device ...")   # utils.py:761
+# vLLM 0.11.1 (gpu_worker.py:240-255) asks for the same product as a float, without the ceil: the
+# ceil is never less, so one rule serves both. `free_memory` and `total_memory` are CUDA's
+# (cudaMemGetInfo: torch.cuda.mem_get_info in 0.11.1 vllm/utils/mem_utils.py:85,
+# torch.accelerator.get_memory_info in 0.33.0 mem_utils.py:143), read AFTER the engine process
+# made its CUDA context, its NCCL state and - on 0.33, on purpose, "so they count as baseline" -
+# its cuBLAS/cuBLASLt handles (gpu_worker.py:519-529). That baseline is used, not free, when vLLM
+# looks, and it is outside the budget (the profiler counts from that snapshot, mem_utils.py:312).
+# So before the container starts, free memory must be
+#     ceil(total x utilization) + ENGINE_CONTEXT_GIB.
+#
+# Which total. modelctl reads NVML (`nvmlDeviceGetMemoryInfo`, v1: total = free + used, where
+# `used` includes the memory the driver and firmware reserve for themselves). CUDA's total
+# (cudaMemGetInfo) does not include that reserve: it is NVML's total less NVML v2's `reserved`
+# ("device memory reserved for system use (driver or firmware)", nvmlMemory_v2_t), a few hundred
+# MiB on current drivers (a "12 GB" card: NVML ~11.99 GiB, CUDA ~11.7 GiB; 0 on some older
+# drivers, where the two totals are equal). The free figures agree (both are the unallocated
+# memory). So the need computed on NVML's total is an UPPER bound of vLLM's request, too high by
+# at most utilization x reserve: admission never lets through a start that vLLM's check refuses,
+# and the budget vLLM gets, utilization x CUDA's total, is that much under `vram_gib` (the
+# profiles' budgets carry more slack than that). TO CONFIRM ON A GPU: NVML v1 total, NVML v2
+# reserved and cudaMemGetInfo's total on the same card (nothing was measured on a GPU here).
+#
+# ENGINE_CONTEXT_GIB: the engine process's CUDA context + NCCL + cuBLAS/cuBLASLt handles at that
+# snapshot. An ESTIMATE TO CONFIRM ON A GPU (a CUDA 12 context with lazy loading is ~0.3-0.5 GiB,
+# cuBLAS handles and workspaces tens of MiB); read it as vLLM 0.33's `worker init memory snapshot`
+# (VLLM_LOGGING_LEVEL=DEBUG) or as the process's NVML usage just before the weights load.
+ENGINE_CONTEXT_GIB = 0.6
+START_MARGIN_GIB = ENGINE_CONTEXT_GIB  # its former name
 # Cards report a little under their nominal size (a "12 GB" RTX 4070 Ti shows 11.99 GiB), so
 # tier N applies from N minus this much.
 TIER_TOLERANCE_GIB = 0.5
@@ -59,8 +100,8 @@ class Plan:
 
     @property
     def start_needs_gib(self) -> float:
-        """Free GPU memory needed before the start for vLLM's start-up check to pass."""
-        return self.utilization * self.gpu.total_gib + START_MARGIN_GIB
+        """Free GPU memory needed before the start for vLLM's start-up check to pass (admission, above)."""
+        return start_needs_bytes(self.utilization, self.gpu.total_gib) / GIB
 
     @property
     def hash(self) -> str:
@@ -90,6 +131,8 @@ class Plan:
         elif s.shm_size:
             argv += ["--shm-size", s.shm_size]
         argv += ["-p", f"{s.host_ip}:{s.port}:{s.port}", "-v", f"{s.hf_cache}:{HF_CACHE_IN_CONTAINER}"]
+        if s.vllm_cache:
+            argv += ["-v", f"{s.vllm_cache}:{VLLM_CACHE_IN_CONTAINER}"]
         for key, value in mask_env(s.env).items():  # a credential in a profile's env is never shown
             argv += ["-e", f"{key}={value}"]
         for key in s.secret_env_names:
@@ -122,6 +165,17 @@ def exposure_warning(host: str, port: int | None = None) -> str | None:
         "to sleep. Keep MODELCTL_HOST=127.0.0.1 and serve others through `modelctl serve` with "
         "MODELCTL_API_TOKEN, or firewall the port."
     )
+
+
+def vllm_requested_bytes(utilization: float, total_gib: float) -> int:
+    """What vLLM 0.33 asks for at start-up: math.ceil(total x utilization) in bytes, on the total
+    given (vllm/v1/worker/utils.py:724). `total_gib` is NVML's bytes / 2**30: the bytes come back exact."""
+    return math.ceil(round(total_gib * GIB) * utilization)
+
+
+def start_needs_bytes(utilization: float, total_gib: float) -> int:
+    """Free memory before the container starts: vLLM's request plus the engine's own baseline."""
+    return vllm_requested_bytes(utilization, total_gib) + round(ENGINE_CONTEXT_GIB * GIB)
 
 
 def utilization_for(vram_gib: float, total_gib: float) -> float:
@@ -198,6 +252,10 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         max_model_len=sizing.max_model_len,
         max_num_seqs=sizing.max_num_seqs,
         extra=[*profile.vllm_args, *sleep_flags(profile)],
+        # What the image's vLLM takes, read from its tag (vllm/flags.py): --model or positional,
+        # --shutdown-timeout within MODELCTL_STOP_GRACE where it exists.
+        version=image_version(profile.image),
+        stop_grace_s=settings.stop_grace,
     )
     secret_env_names = ("HF_TOKEN",) if settings.hf_token is not None else ()
     ipc_host = settings.ipc == "host"
@@ -210,6 +268,7 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         "host_ip": settings.host,
         "gpus": settings.gpu_device_ids,
         "hf_cache": str(settings.hf_cache),
+        "vllm_cache": str(settings.vllm_cache),
         "secret_env": list(secret_env_names),
         # A container that ran with the host's IPC (every container before MODELCTL_IPC) is not the
         # plan any more: the next switch to it replaces it once.
@@ -233,6 +292,7 @@ def make_plan(profile: Profile, gpu: GpuBudget, settings: Settings) -> Plan:
         port=profile.port,
         gpu_device_ids=settings.gpu_device_ids,
         hf_cache=str(settings.hf_cache),
+        vllm_cache=str(settings.vllm_cache),
         ipc_host=ipc_host,
         shm_size=shm_size,
         secret_env_names=secret_env_names,

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # Mounted at the containers' Hugging Face cache: a host directory, or a Docker volume name
     # (a name without "/", e.g. the Compose deployment's modelctl-hf-cache).
     hf_cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "huggingface")
+    # Mounted at the containers' vLLM cache (/root/.cache/vllm: torch.compile artefacts), so a model's
+    # second cold start reuses what its first compiled: a host directory or a Docker volume name.
+    vllm_cache: Path = Path("modelctl-vllm-cache")
     # Seconds to wait, after the stop, until the GPU has the memory the next model needs.
     release_timeout: float = Field(default=60.0, gt=0)
     # Default seconds to wait for /v1/models when a profile sets no startup_timeout.
@@ -89,7 +92,7 @@ class Settings(BaseSettings):
         # `MODELCTL_API_TOKEN=` in an .env file means "no token", never "the empty token".
         return None if value == "" else value
 
-    @field_validator("hf_cache")
+    @field_validator("hf_cache", "vllm_cache")
     @classmethod
     def _cache_path_or_volume(cls, value: Path) -> Path:
         # Docker takes an absolute path as a bind mount and a bare name as a volume; "~/x" (never

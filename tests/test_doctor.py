@@ -85,3 +85,30 @@ def test_a_non_finite_gpu_size_is_exit_2(doctor_env):
     doctor_env.profile("demo-a")
     done = doctor_env.cli("switch", "demo-a", "--dry-run", env={"MODELCTL_GPU_TOTAL_GIB": "inf"})
     assert done.returncode == 2 and "MODELCTL_GPU_TOTAL_GIB" in done.stderr, done.stderr
+
+
+def test_doctor_reports_the_size_of_a_vllm_cache_directory(doctor_env, monkeypatch, tmp_path):
+    from modelctl.doctor import directory_size
+
+    cache = tmp_path / "vllm-cache"
+    graphs = cache / "torch_compile_cache" / "0123456789" / "rank_0_0" / "backbone"
+    graphs.mkdir(parents=True)
+    (graphs / "artifact").write_bytes(b"x" * 300_000)
+    (graphs / "link").symlink_to(graphs / "artifact")  # not followed: counted once
+    size, unreadable = directory_size(cache)
+    assert unreadable == 0 and 300_000 <= size < 300_000 + 8 * 4096 * 8
+    monkeypatch.setenv("MODELCTL_VLLM_CACHE", str(cache))
+    check = checks_by_name()["vllm cache"]
+    assert check.status == "ok" and check.detail.startswith(f"{cache}, ") and "KiB" in check.detail
+
+
+def test_doctor_on_a_missing_vllm_cache_directory_says_docker_makes_it(doctor_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELCTL_VLLM_CACHE", str(tmp_path / "not-yet"))
+    check = checks_by_name()["vllm cache"]
+    assert check.status == "ok" and "does not exist yet" in check.detail and "mkdir -p" in check.fix
+
+
+def test_doctor_on_a_vllm_cache_volume_without_an_engine_warns(doctor_env, monkeypatch):
+    monkeypatch.delenv("MODELCTL_VLLM_CACHE", raising=False)
+    check = checks_by_name()["vllm cache"]
+    assert check.status == "warn" and check.detail.startswith("volume modelctl-vllm-cache: ")

@@ -345,7 +345,7 @@ services:
     assert result.imported[1].profile.max_model_len == 4000  # vLLM's 4k; 4K would be 4096
     # No utilization in the file: vLLM's default 0.9 of the assumed 16 GiB, said to be an estimate.
     assert result.imported[0].profile.vram_gib == 14.4
-    assert any("vLLM's default utilization 0.9" in a for a in result.imported[0].assumptions)
+    assert any("vLLM 0.11.1's default utilization 0.9 " in a for a in result.imported[0].assumptions)
 
 
 def test_defaults_are_assumed_and_said() -> None:
@@ -446,3 +446,49 @@ def test_served_model_names_become_served_name_and_aliases() -> None:
     assert item.profile.name == "m"
     assert item.profile.served_model_name == "m-fast"
     assert item.profile.aliases == ["m-ocr"]  # "m" is the profile's name already
+
+
+@pytest.mark.parametrize(
+    ("image", "vram_gib", "said"),
+    [
+        ("vllm/vllm-openai:v0.33.0", 11.0, "vLLM 0.33.0's default utilization 0.92 "),  # 0.92 x 12 = 11.04
+        ("vllm/vllm-openai:v0.40.2", 11.0, "vLLM 0.40.2's default utilization 0.92 "),
+        ("vllm/vllm-openai:v0.11.1", 10.8, "vLLM 0.11.1's default utilization 0.9 "),  # 0.9 x 12 = 10.8
+        ("vllm/vllm-openai:v0.20.0", 10.8, "vLLM 0.20.0's default utilization 0.9 "),  # before 0.33: the lower
+        ("vllm/vllm-openai:latest", 10.8, "vLLM's default utilization 0.9 "),  # unknown version: the lower
+        ("my/vllm:0.33.0", 10.8, "vLLM's default utilization 0.9 "),  # not vLLM's image: its tag says nothing
+    ],
+)
+def test_the_default_utilization_follows_the_image_version(image, vram_gib, said) -> None:
+    item, _ = one(f"services:\n  m:\n    image: {image}\n    command: vllm serve org/m\n")
+    assert item.profile.vram_gib == vram_gib
+    assert any(said in line for line in item.assumptions), item.assumptions
+
+
+def test_flags_the_image_version_no_longer_has_are_reported() -> None:
+    compose = (
+        "services:\n  m:\n    image: vllm/vllm-openai:{tag}\n"
+        "    command: vllm serve org/m --swap-space 4 --enable-prefix-caching --gpu-mem 0.5 --shutdown-timeout 5\n"
+    )
+    item, _ = one(compose.format(tag="v0.33.0"))
+    said = [line for line in item.assumptions if "is not a flag of" in line]
+    # --swap-space is gone by 0.33; a prefix argparse takes (--gpu-mem) is no problem
+    assert len(said) == 1 and said[0].startswith("--swap-space is not a flag of vLLM 0.33.0: kept as written"), said
+    assert "exits 2" in said[0]
+    assert item.profile.vllm_args[:3] == ["--swap-space", "4", "--enable-prefix-caching"]
+
+    item, _ = one(compose.format(tag="v0.11.1"))
+    said = [line for line in item.assumptions if "is not a flag of" in line]
+    assert [line.split()[0] for line in said] == ["--shutdown-timeout"]  # 0.33's, not 0.11's
+
+    item, _ = one(compose.format(tag="v0.40.0"))  # newer than any list: checked against the newest
+    said = [line for line in item.assumptions if "is not a flag of" in line]
+    assert [line.split()[0] for line in said] == ["--swap-space"]
+    assert "the newest release modelctl knows; the image is 0.40.0" in said[0]
+
+    item, _ = one(compose.format(tag="latest"))
+    assert any(
+        line.startswith("flags not checked: modelctl has no flag list for the image") for line in item.assumptions
+    )
+    item, _ = one(compose.format(tag="v0.20.0"))  # between two lists: not guessed
+    assert any("no flag list for vLLM 0.20.0 (it knows 0.11.1, 0.33.0)" in line for line in item.assumptions)

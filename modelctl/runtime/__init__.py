@@ -23,6 +23,10 @@ LABEL_SERVED_MODEL = "modelctl.served-model"
 LABEL_PORT = "modelctl.port"
 
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
+# vLLM's cache root (VLLM_CACHE_ROOT's default, ~/.cache/vllm of the image's root user): its
+# torch.compile artefacts live under torch_compile_cache/<hash of config and code>/, so one mount
+# serves every model and version, and a model's second cold start loads what its first compiled.
+VLLM_CACHE_IN_CONTAINER = "/root/.cache/vllm"
 CONTAINER_PREFIX = "modelctl-"
 
 # Shared memory (/dev/shm) of a model container when it keeps its own IPC namespace (the default;
@@ -65,6 +69,8 @@ class ContainerSpec:
     port: int
     gpu_device_ids: list[str] | None  # None: all GPUs; []: none
     hf_cache: str
+    # Mounted at VLLM_CACHE_IN_CONTAINER: a host directory or a volume name (None: not mounted).
+    vllm_cache: str | None = None
     # The host's IPC namespace (`--ipc host`, MODELCTL_IPC=host) or the container's own with
     # `shm_size` of shared memory (the default: nothing of the host's IPC is shared).
     ipc_host: bool = False

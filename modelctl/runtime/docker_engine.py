@@ -35,6 +35,7 @@ from ..vllm.diagnosis import diagnose
 from . import (
     HF_CACHE_IN_CONTAINER,
     LABEL_MANAGED,
+    VLLM_CACHE_IN_CONTAINER,
     ContainerInfo,
     ContainerSpec,
     EngineInfo,
@@ -252,6 +253,15 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return False
 
+    def volume_size(self, name: str) -> int | None:
+        """Bytes a volume holds, as `docker system df -v` shows them; None when the engine does not
+        say (it computes sizes only for local volumes) or the volume does not exist."""
+        for volume in self._api.df().get("Volumes") or []:
+            if volume.get("Name") == name:
+                size = (volume.get("UsageData") or {}).get("Size")
+                return size if isinstance(size, int) and size >= 0 else None
+        return None
+
     # --- events --------------------------------------------------------------------------
 
     def container_starts(self, since_nano: int | None = None) -> _StartEvents:
@@ -332,9 +342,12 @@ class DockerRuntime:
             device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
         elif spec.gpu_device_ids:
             device_requests = [DeviceRequest(device_ids=spec.gpu_device_ids, capabilities=[["gpu"]])]
+        binds = [f"{spec.hf_cache}:{HF_CACHE_IN_CONTAINER}"]
+        if spec.vllm_cache:  # a volume name is created by the engine on first use
+            binds.append(f"{spec.vllm_cache}:{VLLM_CACHE_IN_CONTAINER}")
         host_config = self._api.create_host_config(
             port_bindings={f"{spec.port}/tcp": (spec.host_ip, spec.port)},
-            binds=[f"{spec.hf_cache}:{HF_CACHE_IN_CONTAINER}"],
+            binds=binds,
             device_requests=device_requests or None,
             ipc_mode="host" if spec.ipc_host else "private",
             shm_size=None if spec.ipc_host else spec.shm_size,
