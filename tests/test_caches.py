@@ -2,7 +2,10 @@
 is mounted at /root/.cache/vllm in every model container, so the torch.compile step the first start
 of a model pays is loaded from the cache when the model comes back after a switch away - in a new
 container. The stand-in compiles (STANDIN_COMPILE_SECONDS) unless its marker is in the cache, and
-logs vLLM's own lines for each case (tests/vllm_corpus, ids compile_graph / compile_cached)."""
+logs vLLM's own lines for each case (tests/vllm_corpus, ids compile_graph / compile_cached).
+
+Also on the engine: the command line follows the image tag's vLLM version, with each version's
+entrypoint (the stand-in's per-version images)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import json
 import re
 import uuid
 
+import httpx
 import pytest
 import yaml
 from conftest import REPO
@@ -85,3 +89,26 @@ def test_doctor_reports_the_cache_and_its_size(engine, workspace, vllm_cache):
     assert check["status"] == "ok", check
     assert vllm_cache in check["detail"] and "size unknown" not in check["detail"], check
     assert re.search(r", \d+(\.\d)? (bytes|KiB|MiB|GiB)", check["detail"]), check
+
+
+def test_the_command_line_follows_the_image_version(engine, workspace):
+    """standin-0.33.0 (`vllm serve` entrypoint) gets a drain within MODELCTL_STOP_GRACE and logs it
+    on the stop; standin-0.11.1 (`python3 -m ...api_server`, which ignores a positional model)
+    gets only flags 0.11.1 has, and serves the right model through --model."""
+    workspace.env["MODELCTL_STOP_GRACE"] = "5"
+    env = {"STANDIN_LOAD_SECONDS": "0.2", "STANDIN_COMPILE_SECONDS": "0"}
+    workspace.profile("new", image="vllm/vllm-openai:standin-0.33.0", env=env)
+    old = workspace.profile("old", image="vllm/vllm-openai:standin-0.11.1", env=env)
+
+    workspace.cli_json("switch", "new")
+    log = container_log(engine, "modelctl-new")
+    assert "vLLM server version 0.33.0" in log and "'shutdown_timeout': 3" in log, log
+
+    workspace.cli_json("switch", "old")
+    stopped = container_log(engine, "modelctl-new")
+    assert "[shutdown] API server: stopping engine client mode=drain timeout=3s" in stopped, stopped
+    log = container_log(engine, "modelctl-old")
+    assert "vLLM API server version 0.11.1" in log and "'model': 'standin/old'" in log, log
+    assert "shutdown_timeout" not in log and "unrecognized arguments" not in log
+    response = httpx.get(f"http://127.0.0.1:{old['port']}/v1/models", timeout=5, trust_env=False)
+    assert [m["id"] for m in response.json()["data"]] == ["old"]
