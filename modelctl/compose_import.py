@@ -93,7 +93,8 @@ ASSUMED_MAX_NUM_SEQS = 2
 # Compose keys read into the profile; every other key of a vLLM service is reported as dropped.
 CARRIED_KEYS = {"image", "command", "entrypoint", "environment", "ports"}
 DROP_REASONS = {
-    "volumes": "modelctl mounts only the HF cache (MODELCTL_HF_CACHE at /root/.cache/huggingface)",
+    "volumes": "modelctl mounts only its caches (MODELCTL_HF_CACHE at /root/.cache/huggingface, "
+    "MODELCTL_VLLM_CACHE at /root/.cache/vllm)",
     "deploy": "GPUs come from MODELCTL_GPUS; modelctl runs one model at a time",
     "runtime": "GPUs come from MODELCTL_GPUS",
     "gpus": "GPUs come from MODELCTL_GPUS",
@@ -544,6 +545,14 @@ class _ServiceReader:
                             f"volumes {shown}",
                             "modelctl mounts MODELCTL_HF_CACHE there: "
                             f"set MODELCTL_HF_CACHE={source} to keep the weights already downloaded",
+                        )
+                        continue
+                    if target.rstrip("/") == "/root/.cache/vllm":
+                        source = shown.split(":", 1)[0]
+                        self.drop(
+                            f"volumes {shown}",
+                            "modelctl mounts MODELCTL_VLLM_CACHE there (default: the volume modelctl-vllm-cache): "
+                            f"set MODELCTL_VLLM_CACHE={source} to keep the torch.compile cache already built",
                         )
                         continue
                     self.drop(f"volumes {shown}", DROP_REASONS["volumes"])

@@ -492,3 +492,13 @@ def test_flags_the_image_version_no_longer_has_are_reported() -> None:
     )
     item, _ = one(compose.format(tag="v0.20.0"))  # between two lists: not guessed
     assert any("no flag list for vLLM 0.20.0 (it knows 0.11.1, 0.33.0)" in line for line in item.assumptions)
+
+
+def test_a_kept_vllm_cache_points_to_modelctl_vllm_cache() -> None:
+    _, result = one(
+        "services:\n  m:\n    image: vllm/vllm-openai:v0.33.0\n    command: vllm serve org/m\n"
+        "    volumes:\n      - vllm-cache:/root/.cache/vllm\n      - ./data:/data\n"
+    )
+    why = {d.what: d.why for d in result.dropped}
+    assert "set MODELCTL_VLLM_CACHE=vllm-cache" in why["volumes vllm-cache:/root/.cache/vllm"]
+    assert "MODELCTL_VLLM_CACHE at /root/.cache/vllm" in why["volumes ./data:/data"]
