@@ -6,13 +6,55 @@ Label values are profile names, never raw client input: an unknown model counts 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Swaps take from well under a second (the stand-in) to many minutes (a cold vLLM load).
 SWAP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1800)
 WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class _CachedChildren:
+    """labels() from a dict: prometheus_client checks and locks on every call, and the proxy's
+    request path asks for the same few children each time (a profile's requests, its in-flight
+    count). clear() and remove() forget the cached children with the metric's own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cached: dict[tuple[Any, ...], Any] = {}
+
+    def labels(self, *values: Any, **named: Any) -> Any:
+        if named:
+            return super().labels(*values, **named)  # type: ignore[misc]
+        try:
+            return self._cached[values]
+        except KeyError:
+            child = self._cached[values] = super().labels(*values)  # type: ignore[misc]
+            return child
+
+    def remove(self, *values: Any) -> None:
+        self._cached.clear()
+        super().remove(*values)  # type: ignore[misc]
+
+    def clear(self) -> None:
+        self._cached.clear()
+        super().clear()  # type: ignore[misc]
+
+
+class Counter(_CachedChildren, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_CachedChildren, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_CachedChildren, prometheus_client.Histogram):
+    pass
 
 
 class Metrics:
@@ -73,6 +115,10 @@ class Metrics:
         for phase, seconds in phases.items():
             self.swap_phase.labels(phase).observe(seconds)
         self.swap_ready.labels("failed" if outcome == "failed" else "ready").observe(total_s)
+
+    def count_request(self, profile: str, status: int) -> None:
+        """One proxy request ended with `status` (a profile name, or "unknown")."""
+        self.requests.labels(profile, status).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -28,17 +28,18 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .catalog import Catalog
+from . import upstream_http
+from .catalog import Catalog, ProfileSet
 from .errors import ModelctlError, UnknownProfileError, UpstreamError, UsageError
 from .http_errors import HttpRefusal, UpstreamTimeout, http_status, openai_error_json
 from .metrics import Metrics
@@ -63,6 +64,11 @@ JSON_IN_THREAD_BYTES = 1 << 20  # parse and render bodies above this size off th
 MIB = 1024 * 1024
 CONNECT_TIMEOUT_S = 10.0
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "DELETE"}  # a body is optional for these
+HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+NOT_PASSED_BACK = HOP_BY_HOP_BYTES - {b"content-length"}  # of the model server's answer
+# The server's callbacks for a lost client connection (service.py's protocols put it in the scope):
+# with it, a request notices its client leaving without a task of its own.
+CONNECTION_LOST = "modelctl.connection_lost"
 
 # The profile name of the model that is loaded and answers, or None (a read beside the worker).
 LoadedModel = Callable[[], Awaitable[str | None]]
@@ -156,81 +162,166 @@ async def _off_loop(call: Callable[[Any], Any], arg: Any, big: bool) -> Any:
     return await asyncio.to_thread(call, arg) if big else call(arg)
 
 
+# --- what ends a request early ---------------------------------------------------------------
+
+
+class _Alarm(asyncio.Event):
+    """A lease's `abandoned` event that also calls back when the scheduler sets it."""
+
+    def __init__(self, on_set: Callable[[], None]) -> None:
+        super().__init__()
+        self.on_set: Callable[[], None] | None = on_set
+
+    def set(self) -> None:
+        if not self.is_set():
+            super().set()
+            if self.on_set is not None:
+                self.on_set()
+
+
+class _Watch:
+    """What may end a request before its answer does: the client going away, or the scheduler
+    abandoning its lease (the drain before a swap timed out). Either cancels the request's own
+    task, from a callback: no task per request. The server's protocol (service.py) calls back when
+    the client's connection is lost; under another server, one task waits for `http.disconnect`.
+
+    After a CancelledError, `absorb()` says whether it came from here; `gone` / `abandoned` why.
+    """
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.task = asyncio.current_task()
+        self.gone = False
+        self.abandoned = False
+        self._cancels = 0
+        self._alarm: _Alarm | None = None
+        self._hook = scope.get("extensions", {}).get(CONNECTION_LOST)
+        self._watcher: asyncio.Task[None] | None = None
+        if self._hook is not None:
+            self._hook.add(self._client_gone)
+        else:
+            self._watcher = asyncio.ensure_future(_disconnected(receive))
+            self._watcher.add_done_callback(lambda done: done.cancelled() or self._client_gone())
+
+    def follow(self, lease: Lease) -> None:
+        """Watch `lease` for abandonment too (in place of any lease followed before)."""
+        if self._alarm is not None:
+            self._alarm.on_set = None
+        if lease.abandoned.is_set():
+            self._lease_abandoned()
+            return
+        self._alarm = lease.abandoned = _Alarm(self._lease_abandoned)
+
+    def _client_gone(self) -> None:
+        if not self.gone:
+            self.gone = True
+            self._cancel()
+
+    def _lease_abandoned(self) -> None:
+        if not self.abandoned:
+            self.abandoned = True
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self._cancels += 1
+            self.task.cancel()
+
+    def absorb(self) -> bool:
+        """After a CancelledError: True when this watch caused it and nothing else cancelled the task."""
+        if not self._cancels or self.task is None:
+            return False
+        for _ in range(self._cancels):
+            self.task.uncancel()
+        self._cancels = 0
+        return self.task.cancelling() == 0
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._hook.discard(self._client_gone)
+            self._hook = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        if self._alarm is not None:
+            self._alarm.on_set = None
+            self._alarm = None
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client disconnects (the request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _abandoned_error(profile: str, drain_timeout: float, *, started: bool) -> UpstreamTimeout:
+    if started:
+        return UpstreamTimeout(
+            f"{profile}'s answer was still running when the drain before a swap timed out "
+            f"({drain_timeout:g} s, MODELCTL_PROXY_DRAIN_TIMEOUT): it was ended",
+            hint="retry; another model was waiting for the GPU",
+        )
+    return UpstreamTimeout(
+        f"{profile}'s server had not answered when the drain before a swap timed out "
+        f"({drain_timeout:g} s, MODELCTL_PROXY_DRAIN_TIMEOUT)",
+        hint="retry; another model was waiting for the GPU",
+    )
+
+
 # --- responses ----------------------------------------------------------------------------
 
 
 class UpstreamResponse(Response):
-    """The model's answer, passed through as it arrives (SSE chunk by chunk); closes the upstream
-    request when the client goes away, and releases the request's lease at the end, whatever happens.
+    """The model's answer, passed through as it arrives (SSE chunk by chunk), in the request's own
+    task; ends the upstream request when the client goes away, and releases the request's lease
+    at the end, whatever happens.
 
     When the model's server stops sending (no byte for the idle timeout, a dropped connection) or
     the drain before a swap gives up on the request, a stream ends with an SSE error event
     (`data: {"error": {...}}`, which the OpenAI clients raise); another answer is cut short.
     """
 
-    def __init__(self, upstream: httpx.Response, lease: Lease, idle_timeout: float, drain_timeout: float) -> None:
+    def __init__(self, upstream: upstream_http.Answer, lease: Lease, watch: _Watch, proxy: Proxy) -> None:
         self.upstream = upstream
         self.lease = lease
-        self.idle_timeout = idle_timeout
-        self.drain_timeout = drain_timeout
-        self.status_code = upstream.status_code
+        self.watch = watch
+        self.idle_timeout = proxy.idle_timeout
+        self.drain_timeout = proxy.drain_timeout
+        self.status_code = upstream.status
         self.background = None
-        self.raw_headers = [
-            (k.lower(), v)
-            for k, v in upstream.headers.raw
-            if k.decode("latin-1").lower() not in HOP_BY_HOP - {"content-length"}
-        ]
-        self.streaming = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        self.raw_headers = [(k.lower(), v) for k, v in upstream.headers if k.lower() not in NOT_PASSED_BACK]
+        self.streaming = (upstream.header(b"content-type") or b"").startswith(b"text/event-stream")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         profile = self.lease.profile
-
-        async def pump() -> ModelctlError | None:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            try:
-                async for chunk in self.upstream.aiter_raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.TimeoutException:
-                return UpstreamTimeout(
-                    f"{profile}'s server sent nothing for {self.idle_timeout:g} s in the middle of its answer "
-                    "(MODELCTL_PROXY_IDLE_TIMEOUT): the answer was ended",
-                    hint=f"see `modelctl logs {profile}`",
-                )
-            except httpx.TransportError as exc:
-                return UpstreamError(
-                    f"{profile}'s server failed in the middle of its answer: {type(exc).__name__}: {exc}",
-                    hint=f"see `modelctl logs {profile}`",
-                )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return None
-
-        pumping = asyncio.create_task(pump())
-        watching = asyncio.create_task(_disconnected(receive))
-        abandoned = asyncio.create_task(self.lease.abandoned.wait())
+        error: ModelctlError | None = None
         try:
-            done, _ = await asyncio.wait({pumping, watching, abandoned}, return_when=asyncio.FIRST_COMPLETED)
-            error: ModelctlError | None = None
-            if pumping in done:
-                exc = pumping.exception()
-                if exc is not None and not isinstance(exc, OSError):
-                    raise exc
-                error = pumping.result() if exc is None else None
-            elif abandoned in done and watching not in done:
-                pumping.cancel()
-                await asyncio.gather(pumping, return_exceptions=True)
-                error = UpstreamTimeout(
-                    f"{profile}'s answer was still running when the drain before a swap timed out "
-                    f"({self.drain_timeout:g} s, MODELCTL_PROXY_DRAIN_TIMEOUT): it was ended",
-                    hint="retry; another model was waiting for the GPU",
-                )
-            if error is not None:
-                await self._end_with(error, send)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            while chunk := await self.upstream.read_some():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not self.watch.absorb():
+                raise
+            if self.watch.abandoned and not self.watch.gone:
+                error = _abandoned_error(profile, self.drain_timeout, started=True)
+        except upstream_http.Timeout:
+            error = UpstreamTimeout(
+                f"{profile}'s server sent nothing for {self.idle_timeout:g} s in the middle of its answer "
+                "(MODELCTL_PROXY_IDLE_TIMEOUT): the answer was ended",
+                hint=f"see `modelctl logs {profile}`",
+            )
+        except upstream_http.TransportError as exc:
+            error = UpstreamError(
+                f"{profile}'s server failed in the middle of its answer: {exc}", hint=f"see `modelctl logs {profile}`"
+            )
+        except OSError:
+            pass  # the client went away while its answer was written
         finally:
-            for task in (pumping, watching, abandoned):
-                task.cancel()
-            await asyncio.gather(pumping, watching, abandoned, return_exceptions=True)
-            await self.upstream.aclose()
+            self.watch.close()
+            self.upstream.close()
             self.lease.release()
+        if error is not None:
+            await self._end_with(error, send)
 
     async def _end_with(self, error: ModelctlError, send: Send) -> None:
         """End a started answer after `error`: an SSE error event in a stream, else cut short."""
@@ -245,51 +336,13 @@ class UpstreamResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _disconnected(receive: Receive) -> None:
-    """Returns when the client disconnects (the request body has been read already)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+class _ReadAnswer(Response):
+    """An upstream answer read whole (a 404 that was not about the model), passed on as it was."""
 
-
-async def _model_missing(response: httpx.Response) -> httpx.Response | None:
-    """None when an upstream 404 says the model does not exist (vLLM's answer for a model it does
-    not serve); else the same answer, read (a 404 is small) and ready to pass on."""
-    try:
-        raw = b"".join([chunk async for chunk in response.aiter_raw()])
-    finally:
-        await response.aclose()
-    if b"does not exist" in raw:
-        return None
-    return httpx.Response(response.status_code, headers=response.headers, content=raw, request=response.request)
-
-
-async def _unless_abandoned(
-    lease: Lease, work: Coroutine[Any, Any, httpx.Response], drain_timeout: float
-) -> httpx.Response:
-    """`work`, unless the scheduler gives up on the lease first (the drain before a swap timed out)."""
-    task = asyncio.ensure_future(work)
-    given_up = asyncio.ensure_future(lease.abandoned.wait())
-    try:
-        done, _ = await asyncio.wait({task, given_up}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        given_up.cancel()
-        raise
-    given_up.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    try:
-        late = await task
-    except BaseException:
-        pass
-    else:
-        await late.aclose()
-    raise UpstreamTimeout(
-        f"{lease.profile}'s server had not answered when the drain before a swap timed out "
-        f"({drain_timeout:g} s, MODELCTL_PROXY_DRAIN_TIMEOUT)",
-        hint="retry; another model was waiting for the GPU",
-    )
+    def __init__(self, answer: upstream_http.Answer, body: bytes) -> None:
+        super().__init__(body, status_code=answer.status)
+        self.raw_headers = [(k.lower(), v) for k, v in answer.headers if k.lower() not in HOP_BY_HOP_BYTES]
+        self.raw_headers.append((b"content-length", str(len(body)).encode()))
 
 
 # --- the proxy ----------------------------------------------------------------------------
@@ -318,12 +371,10 @@ class Proxy:
         self.strip_authorization = strip_authorization
         self.max_body_bytes = max_body_bytes
         self.idle_timeout = idle_timeout
-        # Each read (and write) of the model's server gets the idle timeout: it waits for a byte.
-        self.client = httpx.AsyncClient(
-            trust_env=False,
-            timeout=httpx.Timeout(connect=CONNECT_TIMEOUT_S, read=idle_timeout, write=idle_timeout, pool=None),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
+        # Each read of the model's server gets the idle timeout: it waits for a byte.
+        self.client = upstream_http.Client(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=idle_timeout)
+        self._reload: asyncio.Future[ProfileSet] | None = None
+        self._not_forwarded = HOP_BY_HOP_BYTES | {b"authorization"} if strip_authorization else HOP_BY_HOP_BYTES
 
     @property
     def drain_timeout(self) -> float:
@@ -344,10 +395,27 @@ class Proxy:
     def update_gauges(self) -> None:
         self.metrics.queue_length.set(self.scheduler.queued())
 
+    async def profiles(self) -> ProfileSet:
+        """The catalog's profiles: its snapshot as it is while younger than its max_age_s (no thread,
+        no file system); else one load in a thread, shared by every request that asks meanwhile."""
+        catalog = self.catalog
+        loaded = catalog._loaded
+        if loaded is not None and time.monotonic() - catalog._checked_at < catalog.max_age_s:
+            return loaded
+        if self._reload is None:
+            self._reload = asyncio.ensure_future(asyncio.to_thread(catalog.load))
+            self._reload.add_done_callback(self._reloaded)
+        return await asyncio.shield(self._reload)
+
+    def _reloaded(self, done: asyncio.Future[ProfileSet]) -> None:
+        self._reload = None
+        if not done.cancelled():
+            done.exception()  # retrieved here: the requests that asked raise it
+
     # --- GET /v1/models ------------------------------------------------------------------
 
     async def _model_entries(self) -> list[dict[str, Any]]:
-        profiles = (await asyncio.to_thread(self.catalog.load)).profiles
+        profiles = (await self.profiles()).profiles
         loaded = await self.loaded_model()
         return [
             {
@@ -371,7 +439,7 @@ class Proxy:
     async def get_model(self, request: Request) -> Response:
         checked_path(request.scope, slashes=False)  # a model id may hold a slash (org/model), encoded
         name = request.path_params["model"]
-        profile = (await asyncio.to_thread(self.catalog.load)).find(name)
+        profile = (await self.profiles()).find(name)
         entry = next(e for e in await self._model_entries() if e["profile"] == profile.name)
         return JSONResponse(entry)
 
@@ -401,68 +469,75 @@ class Proxy:
             )
         if not isinstance(model, str):
             raise UsageError(f'"model" must be a string, got {type(model).__name__}')
-        profiles = await asyncio.to_thread(self.catalog.load)
+        profiles = await self.profiles()
         try:
             profile = profiles.find(model)
         except UnknownProfileError:
-            self.metrics.requests.labels("unknown", "404").inc()
+            self.metrics.count_request("unknown", 404)
             raise UnknownProfileError(
                 f"The model `{model[:200]}` does not exist: modelctl has no profile, served model name or alias "
                 f"'{model[:200]}' (known: {', '.join(sorted(profiles.profiles)) or 'none'})",
                 hint="GET /v1/models lists the models",
             ) from None
-        if method != "POST" and not self.strip_authorization and not await self._is_active(profile.name):
-            self.metrics.requests.labels(profile.name, "409").inc()
+        name = profile.name
+        if method != "POST" and not self.strip_authorization and not await self._is_active(name):
+            self.metrics.count_request(name, 409)
             raise HttpRefusal(
-                f"{profile.name} is not the active model, and a {method} never starts or swaps one",
+                f"{name} is not the active model, and a {method} never starts or swaps one",
                 409,
                 code="model_not_active",
-                hint=f"send the request as a POST to load {profile.name} (or set MODELCTL_API_TOKEN and send it)",
+                hint=f"send the request as a POST to load {name} (or set MODELCTL_API_TOKEN and send it)",
             )
         if data is not None and data.get("model") != profile.served_name:
             data["model"] = profile.served_name  # the server knows only its served name (or none was named)
             body = await _off_loop(_render, data, big)
-        headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
-        if self.strip_authorization:
-            headers = [(k, v) for k, v in headers if k.lower() != b"authorization"]
-        query = request.scope.get("query_string", b"").decode("latin-1")
+        headers = [(k, v) for k, v in request.scope["headers"] if k.lower() not in self._not_forwarded]
+        query = request.scope.get("query_string", b"")
+        target = path + ("?" + query.decode("latin-1") if query else "")
 
-        work = asyncio.create_task(self._send(profile.name, path, query, method, headers, body))
-        gone = asyncio.create_task(_disconnected(request.receive))
+        # From here the client leaving (while queued, or waiting for the answer) ends the request.
+        watch = _Watch(request.scope, request.receive)
         try:
-            done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not work.done():
-                work.cancel()  # the client left while waiting: out of the queue (the switch goes on)
-        if work not in done:
-            with contextlib.suppress(BaseException):
-                await work
-            self.metrics.requests.labels(profile.name, "499").inc()
-            return Response(status_code=499)
-        try:
-            upstream, lease = work.result()
+            upstream, lease = await self._send(name, target, method, headers, body, watch)
+        except asyncio.CancelledError:
+            watch.close()
+            if not watch.absorb():
+                raise
+            if watch.gone:  # out of the queue, or the upstream request closed (a switch goes on)
+                self.metrics.count_request(name, 499)
+                return Response(status_code=499)
+            error = _abandoned_error(name, self.drain_timeout, started=False)
+            self.metrics.count_request(name, http_status(error))
+            raise error from None
         except ModelctlError as error:
-            self.metrics.requests.labels(profile.name, str(http_status(error))).inc()
+            watch.close()
+            self.metrics.count_request(name, http_status(error))
             raise
-        self.metrics.requests.labels(profile.name, str(upstream.status_code)).inc()
-        return UpstreamResponse(upstream, lease, self.idle_timeout, self.drain_timeout)
+        except BaseException:
+            watch.close()
+            raise
+        if isinstance(upstream, Response):  # read already
+            watch.close()
+            lease.release()
+            self.metrics.count_request(name, upstream.status_code)
+            return upstream
+        self.metrics.count_request(name, upstream.status)
+        return UpstreamResponse(upstream, lease, watch, self)
 
     async def _send(
-        self, profile: str, path: str, query: str, method: str, headers: list, body: bytes
-    ) -> tuple[httpx.Response, Lease]:
-        """Lease the model, send the request upstream, return the response with its body unread."""
+        self, profile: str, target: str, method: str, headers: list, body: bytes, watch: _Watch
+    ) -> tuple[upstream_http.Answer | _ReadAnswer, Lease]:
+        """Lease the model, send the request upstream, return the answer with its body unread
+        (read already when it is a 404 that was not about the model)."""
         for attempt in (1, 2):
             lease = await self.scheduler.lease(profile)
+            watch.follow(lease)
             url = lease.url
-            request = self.client.build_request(
-                method, f"{url}{path}" + (f"?{query}" if query else ""), headers=headers, content=body
-            )
             try:
-                response = await _unless_abandoned(lease, self.client.send(request, stream=True), self.drain_timeout)
-                if attempt == 1 and method == "POST" and response.status_code == 404:
-                    response = await _model_missing(response)
-            except httpx.ConnectError as exc:
+                answer = await self.client.request(method, url, target, headers, body)
+                if attempt == 1 and method == "POST" and answer.status == 404:
+                    answer = await _model_missing(answer)
+            except upstream_http.ConnectError as exc:
                 # Stopped or switched behind the proxy's back (the CLI on the host): switch again, once.
                 lease.release()
                 self.scheduler.forget(profile)
@@ -472,7 +547,7 @@ class Proxy:
                         hint=f"see `modelctl logs {profile}`",
                     ) from None
                 continue
-            except httpx.TimeoutException as exc:
+            except upstream_http.Timeout as exc:
                 lease.release()
                 log.warning("proxy: %s's server did not answer within %gs: %s", profile, self.idle_timeout, exc)
                 raise UpstreamTimeout(
@@ -480,18 +555,30 @@ class Proxy:
                     f"(MODELCTL_PROXY_IDLE_TIMEOUT): {type(exc).__name__}",
                     hint=f"see `modelctl logs {profile}`; a paused or overloaded model server answers nothing",
                 ) from None
-            except httpx.TransportError as exc:
+            except upstream_http.TransportError as exc:
                 lease.release()
                 raise UpstreamError(
-                    f"{profile}'s server at {url} failed: {type(exc).__name__}: {exc}",
+                    f"{profile}'s server at {url} failed: {exc}",
                     hint=f"see `modelctl logs {profile}`",
                 ) from None
             except BaseException:
                 lease.release()
                 raise
-            if response is not None:
-                return response, lease
+            if answer is not None:
+                return answer, lease
             # Another model answers on its port (switched on the host, same port): switch again, once.
             lease.release()
             self.scheduler.forget(profile)
         raise AssertionError("unreachable")
+
+
+async def _model_missing(answer: upstream_http.Answer) -> _ReadAnswer | None:
+    """None when an upstream 404 says the model does not exist (vLLM's answer for a model it does
+    not serve); else the same answer, read (a 404 is small) and ready to pass on."""
+    try:
+        raw = await answer.read()
+    finally:
+        answer.close()
+    if b"does not exist" in raw:
+        return None
+    return _ReadAnswer(answer, raw)

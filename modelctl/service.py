@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from . import __version__
 from .catalog import Catalog
@@ -51,7 +52,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .operations import Operations
 from .plan import exposure_warning
-from .proxy import Proxy
+from .proxy import CONNECTION_LOST, Proxy
 from .report import plan_json, status_json, switch_json
 from .runtime.docker_engine import DockerRuntime
 from .scheduler import Scheduler, SchedulerLimits
@@ -441,15 +442,31 @@ class ServiceLoop(asyncio.SelectorEventLoop):
         super()._start_serving(protocol_factory, sock, *args, **kwargs)  # type: ignore[misc]
 
 
-class IdleClosingH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, with its keep-alive timeout also for a connection that has not sent a
-    whole request yet (uvicorn starts it only after a response): sockets opened and left idle, or
-    trickling headers, are closed after KEEP_ALIVE_S instead of holding a file for ever."""
+class _ServiceProtocol:
+    """What the service adds to uvicorn's HTTP protocols (h11 and httptools alike):
+
+    - the keep-alive timeout also for a connection that has not sent a whole request yet (uvicorn
+      starts it only after a response): sockets opened and left idle, or trickling headers, are
+      closed after KEEP_ALIVE_S instead of holding a file for ever;
+    - `scope["extensions"]["modelctl.connection_lost"]` (proxy.CONNECTION_LOST): callbacks for the
+      client's connection going away, so that a proxied request notices it without a task of its own.
+    """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
+        self._lost = ConnectionLost(self)
         self._waiting_since = self.loop.time()
         self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)  # type: ignore[misc]
+        self._lost.fire()
+
+    def _expose(self) -> None:
+        """Put the callbacks in the scope of the request just parsed (its task has not run yet)."""
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope.setdefault("extensions", {})[CONNECTION_LOST] = self._lost
 
     def on_response_complete(self) -> None:
         self._waiting_since = self.loop.time()
@@ -465,6 +482,42 @@ class IdleClosingH11Protocol(H11Protocol):
             return
         remaining = self._waiting_since + self.timeout_keep_alive - self.loop.time()
         self.timeout_keep_alive_task = self.loop.call_later(max(0.0, remaining), self.timeout_keep_alive_handler)
+
+
+class ConnectionLost:
+    """The connection's callbacks for its client going away (see _ServiceProtocol)."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.callbacks: set[Callable[[], None]] = set()
+
+    def add(self, callback: Callable[[], None]) -> None:
+        self.callbacks.add(callback)
+        self.protocol.flow.resume_reading()  # a closed connection is noticed only while reading
+
+    def discard(self, callback: Callable[[], None]) -> None:
+        self.callbacks.discard(callback)
+
+    def fire(self) -> None:
+        callbacks, self.callbacks = self.callbacks, set()
+        for callback in callbacks:
+            callback()
+
+
+class IdleClosingH11Protocol(_ServiceProtocol, H11Protocol):  # type: ignore[misc]
+    """uvicorn's h11 protocol with the service's additions (the tests' server)."""
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        self._expose()
+
+
+class IdleClosingHttpToolsProtocol(_ServiceProtocol, HttpToolsProtocol):  # type: ignore[misc]
+    """uvicorn's httptools (llhttp) protocol with the service's additions: what `serve` runs."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._expose()
 
 
 def serve(settings: Settings) -> None:
@@ -496,23 +549,7 @@ def serve(settings: Settings) -> None:
         )
     listener = bind(host, port)  # before anything starts: a taken port fails here, having touched nothing
     service = Service(settings)
-    config = uvicorn.Config(
-        service.app,
-        host=host,
-        port=port,
-        lifespan="on",
-        http=IdleClosingH11Protocol,
-        limit_concurrency=settings.max_connections,
-        timeout_keep_alive=KEEP_ALIVE_S,
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,  # one line per switch, stop and refusal instead of one per status poll
-        timeout_graceful_shutdown=5,  # a switch in flight is not waited for: reconcile repairs
-        log_level="info",
-    )
-    server = uvicorn.Server(config)
-    with asyncio.Runner(loop_factory=ServiceLoop) as runner:
-        runner.run(server.serve(sockets=[listener]))
+    run_server(server_config(service.app, settings), listener)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -529,3 +566,37 @@ def bind(host: str, port: int) -> socket.socket:
         ) from None
     listener.set_inheritable(True)
     return listener
+
+
+# --- the server set-up of `serve` (bench/proxy_bench.py runs the same) ------------------------
+
+
+def server_config(app: Any, settings: Settings, *, lifespan: str = "on") -> uvicorn.Config:
+    """uvicorn as the service runs it: llhttp (httptools) with the service's protocol additions."""
+    return uvicorn.Config(
+        app,
+        lifespan=lifespan,
+        http=IdleClosingHttpToolsProtocol,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,  # one line per switch, stop and refusal instead of one per status poll
+        timeout_graceful_shutdown=5,  # a switch in flight is not waited for: reconcile repairs
+        log_level="info",
+    )
+
+
+def run_server(config: uvicorn.Config, listener: socket.socket) -> None:
+    """Serve on `listener` until SIGTERM or SIGINT, on the service's event loop."""
+    with asyncio.Runner(loop_factory=service_loop_factory()) as runner:
+        runner.run(uvicorn.Server(config).serve(sockets=[listener]))
+
+
+def service_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop where it is installed (a dependency on Linux and macOS), else ServiceLoop."""
+    try:
+        import uvloop
+    except ImportError:
+        return ServiceLoop
+    return uvloop.new_event_loop
