@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .catalog import Catalog
     from .client import ServiceClient
     from .controller import Controller
+    from .fetch import Pulled
     from .gpu import GpuMonitor
     from .progress import PhaseClock
     from .results import Status, SwitchResult
@@ -112,6 +113,16 @@ class LocalBackend:
 
     def status(self) -> BackendStatus:
         return BackendStatus(self.controller.status())
+
+    def pull(self, name: str, *, timeout: float, clock: PhaseClock | None = None) -> Pulled:
+        """`modelctl pull`: the profile's image and weights on this host's engine and HF cache, with
+        nothing running touched (never through the service: it is this host's cache)."""
+        from .fetch import pull
+        from .plan import make_plan
+        from .progress import PhaseClock
+
+        plan = make_plan(self.catalog.find(name), self.controller.budget(), self.settings)
+        return pull(self.runtime, self.settings, plan, clock or PhaseClock(), timeout)
 
 
 class ServiceBackend:

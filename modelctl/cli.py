@@ -557,6 +557,59 @@ def _restore(backend: Backend, profile: str | None, lock_timeout: float) -> None
 
 
 @app.command()
+def pull(
+    name: Annotated[str | None, typer.Argument(help="The profile to make ready; --all for every one.")] = None,
+    all_profiles: Annotated[bool, typer.Option("--all", help="Every valid profile.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds a download may take, per profile.")] = 3600.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Pull NAME's image and download its weights into the HF cache, without touching what runs."""
+
+    def body() -> None:
+        _check_seconds("--timeout", timeout)
+        if (name is None) == (not all_profiles):
+            raise UsageError("name one profile, or give --all", hint="modelctl pull NAME, or modelctl pull --all")
+        local = _local()
+        names = sorted(local.catalog.load().profiles) if all_profiles else [name or ""]
+        done = []
+        for one in names:
+            line = _progress(as_json)
+            with line or nullcontext():
+                pulled = local.pull(one, timeout=timeout, clock=line.clock if line else None)
+            done.append(pulled)
+            if not as_json:
+                out.print(_pulled_text(pulled), markup=False, highlight=False)
+        if as_json:
+            _emit([_pulled_json(p) for p in done])
+
+    _run(as_json, body)
+
+
+def _pulled_text(pulled: Any) -> str:
+    image = f"image {pulled.image} {'pulled' if pulled.image_pulled else 'present'}"
+    w = pulled.weights
+    if w.outcome == "fetched":
+        weights = f"weights fetched in {w.seconds:.1f}s ({w.detail})"
+    elif w.outcome == "present":
+        weights = "weights in the cache"
+    else:
+        weights = f"weights not fetched: {w.detail}"
+    return f"{pulled.profile}: {image}; {weights}"
+
+
+def _pulled_json(pulled: Any) -> dict[str, Any]:
+    w = pulled.weights
+    return {
+        "profile": pulled.profile,
+        "image": pulled.image,
+        "image_pulled": pulled.image_pulled,
+        "weights": w.outcome,
+        "detail": w.detail,
+        "seconds": w.seconds,
+    }
+
+
+@app.command()
 def doctor(as_json: JsonOption = False) -> None:
     """Check the engine, the profiles and the ports, each with a fix."""
     from .doctor import run_checks

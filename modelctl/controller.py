@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .catalog import Catalog
 from .errors import DoesNotFitError, Interrupted, ModelctlError, NotReadyError, UsageError
 from .eviction import Eviction, Room, Sleeper, decide, evictions
+from .fetch import WeightsFetcher, ensure_weights
 from .footprints import Footprint, read_footprints, record_footprint
 from .gpu import GpuBudget, GpuDevice, GpuMonitor, GpuState
 from .host import Host, LocalHost
@@ -130,6 +131,8 @@ class Controller:
                 plan, running, keep=current if wake else None, sleepers=sleepers, room=self._room(state, running)
             )
             self._check_before_stop(plan, eviction, sleepers, state, waking=wake is not None)
+            if not wake:
+                self._fetch_weights(plan, clock)  # missing weights download while the old model serves
             # What served before: put back on failure (a sleeper it put to sleep is woken again).
             before = [c for c in eviction.leaving if not (c.id in sleepers and sleepers[c.id].asleep)]
 
@@ -733,6 +736,15 @@ class Controller:
             sleeping=sleeping,
             residual_gib={i: s.residual_gib for i, s in sleepers.items() if s.asleep},
         )
+
+    # --- weights (phase `fetch`, modelctl/fetch.py) -----------------------------------------
+
+    def _fetch_weights(self, plan: Plan, clock: PhaseClock) -> None:
+        """Weights missing from the Hugging Face cache are downloaded now, while the old model still
+        serves; a download that fails raises here, so nothing is stopped for it."""
+        fetched = ensure_weights(WeightsFetcher(self.runtime, self.settings, self._secret_env()), plan, clock)
+        if fetched.outcome == "fetched":
+            log.info("fetched the weights of %s in %.1f s (%s)", plan.profile.name, fetched.seconds, fetched.detail)
 
 
 def _failure(exc: BaseException, plan: Plan, clock: PhaseClock) -> ModelctlError:

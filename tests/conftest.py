@@ -145,6 +145,8 @@ def running_vllm(client) -> list[str]:
     """Names of the running vLLM server containers, the way a person would count them."""
     names = []
     for c in client.containers.list():
+        if c.labels.get("modelctl.role") == "fetch":
+            continue  # modelctl's weights fetch (`python3 -c ...` in the model's image), not a server
         command = (
             " ".join(c.attrs["Config"].get("Entrypoint") or []) + " " + " ".join(c.attrs["Config"].get("Cmd") or [])
         )

@@ -38,6 +38,8 @@ from modelctl.runtime import (
     LABEL_SERVED_MODEL,
     ContainerInfo,
     ContainerSpec,
+    TaskResult,
+    TaskSpec,
     container_info,
     is_vllm_server,
 )
@@ -359,6 +361,24 @@ class FakeRuntime:
         self._call("set_restart_policy", container_id, policy)
         self.containers[container_id].restart_policy = policy
 
+    # The weights fetch's throwaway containers (run_to_completion): what each run answers. None:
+    # exit 0 with an empty log. Recorded in `calls` as ("task", mode, repos), not an action.
+    task_result: Callable[[TaskSpec], TaskResult] | None = None
+
+    def run_to_completion(
+        self,
+        spec: TaskSpec,
+        secret_env: dict[str, str],
+        timeout_s: float,
+        on_line: Callable[[str], None] | None = None,
+    ) -> TaskResult:
+        self._call("task", spec.command[2], tuple(spec.command[3:]))
+        result = self.task_result(spec) if self.task_result else TaskResult(0, "")
+        for line in result.log.splitlines():
+            if on_line is not None and line.strip():
+                on_line(line.strip())
+        return result
+
 
 # --- the GPU -------------------------------------------------------------------------------------
 
@@ -606,8 +626,26 @@ class World:
     def state_dir(self) -> Path:
         return self.root / "state"
 
-    def profile(self, name: str, **keys: Any) -> dict[str, Any]:
-        return write_profile(self.profiles_dir, name, **keys)
+    def profile(self, name: str, weights_cached: bool = True, **keys: Any) -> dict[str, Any]:
+        """Write a profile; its model's weights are in the HF cache (a host directory) unless
+        `weights_cached=False`, when a switch's fetch phase downloads them (runtime.task_result)."""
+        data = write_profile(self.profiles_dir, name, **keys)
+        if weights_cached and self.settings.hf_cache.is_absolute():
+            cache_weights(self.settings.hf_cache / "hub", data["model"])
+        return data
+
+
+def cache_weights(hub: Path, repo: str, commit: str = "c0ffee" * 6 + "c0ff") -> None:
+    """A model's weights as huggingface_hub leaves them in its cache: a blob, a snapshot, a ref."""
+    folder = hub / ("models--" + repo.replace("/", "--"))
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
+    (folder / "blobs" / "weights").write_text("w")
+    (folder / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    link = folder / "snapshots" / commit / "model.safetensors"
+    if not link.is_symlink():
+        link.symlink_to("../../blobs/weights")
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
 
 
 def write_profile(directory: Path, name: str, **keys: Any) -> dict[str, Any]:

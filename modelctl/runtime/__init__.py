@@ -7,7 +7,7 @@ unit tests hand the controller a fake that keeps containers in a dict.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,6 +21,10 @@ LABEL_PLAN_HASH = "modelctl.plan-hash"
 LABEL_VERSION = "modelctl.version"
 LABEL_SERVED_MODEL = "modelctl.served-model"
 LABEL_PORT = "modelctl.port"
+# A throwaway container modelctl runs to completion beside the model (the weights fetch): never a
+# vLLM server, whatever its image, so never listed, evicted or enforced.
+LABEL_ROLE = "modelctl.role"
+ROLE_FETCH = "fetch"
 
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
 # vLLM's cache root (VLLM_CACHE_ROOT's default, ~/.cache/vllm of the image's root user): its
@@ -80,6 +84,26 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class TaskSpec:
+    """A throwaway container run to completion (the weights fetch): no name, no port, no GPU; the
+    Hugging Face cache mounted as for the model; removed once it has exited (or been killed)."""
+
+    image: str
+    entrypoint: list[str]
+    command: list[str]
+    env: dict[str, str]
+    labels: dict[str, str]
+    hf_cache: str
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    exit_code: int | None  # None: killed at its deadline
+    log: str
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     version: str
     nvidia_runtime: bool
@@ -108,6 +132,8 @@ class ContainerInfo:
 
 def is_vllm_server(image: str, command: str, labels: dict[str, str]) -> bool:
     """A vLLM OpenAI server, whoever started it: modelctl, a compose file, a script, a person."""
+    if labels.get(LABEL_ROLE) == ROLE_FETCH:
+        return False  # modelctl's weights fetch runs the profile's image, not its server
     return labels.get(LABEL_MANAGED) == "true" or runs_vllm_server(image, command)
 
 
@@ -194,6 +220,18 @@ class Runtime(Protocol):
         ...
 
     def set_restart_policy(self, container_id: str, policy: str = "unless-stopped") -> None: ...
+
+    def run_to_completion(
+        self,
+        spec: TaskSpec,
+        secret_env: dict[str, str],
+        timeout_s: float,
+        on_line: Callable[[str], None] | None = None,
+    ) -> TaskResult:
+        """Run a throwaway container until it exits or `timeout_s` passes (then it is killed); its
+        newest log line goes to `on_line` as it runs. The container is removed in every case,
+        Ctrl-C included."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import inspect
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -40,12 +41,15 @@ from . import (
     ContainerSpec,
     EngineInfo,
     StartEvent,
+    TaskResult,
+    TaskSpec,
     container_info,
     foreign_name_error,
     is_vllm_server,
 )
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+TASK_POLL_S = 0.5  # how often a throwaway container (run_to_completion) is looked at, at most
 # What the engine's connection can raise besides modelctl's own errors.
 ENGINE_FAILURES: tuple[type[BaseException], ...] = (
     docker.errors.DockerException,
@@ -386,6 +390,52 @@ class DockerRuntime:
 
     def set_restart_policy(self, container_id: str, policy: str = "unless-stopped") -> None:
         self._api.update_container(container_id, restart_policy={"Name": policy})
+
+    def run_to_completion(
+        self,
+        spec: TaskSpec,
+        secret_env: dict[str, str],
+        timeout_s: float,
+        on_line: Callable[[str], None] | None = None,
+    ) -> TaskResult:
+        """Run a throwaway container to its end, or kill it at `timeout_s`; always removed after.
+
+        Polled (inspect, then the log's last line) every TASK_POLL_S at most, sooner at first so
+        that a quick one (the cache check) is seen to end within tens of milliseconds.
+        """
+        host_config = self._api.create_host_config(binds=[f"{spec.hf_cache}:{HF_CACHE_IN_CONTAINER}"])
+        try:
+            created = self._api.create_container(
+                image=spec.image,
+                entrypoint=spec.entrypoint,
+                command=spec.command,
+                environment={**spec.env, **secret_env},
+                labels=spec.labels,
+                host_config=host_config,
+            )
+        except docker.errors.APIError as exc:
+            raise NotReadyError(f"could not create a container of {spec.image}: {_short(exc)}") from None
+        container_id = created["Id"]
+        try:
+            self._api.start(container_id)
+            deadline = time.monotonic() + timeout_s
+            pause, shown = 0.02, ""
+            while True:
+                state = self._api.inspect_container(container_id)["State"]
+                if not state.get("Running"):
+                    return TaskResult(state.get("ExitCode"), self.logs(container_id, tail=200))
+                if on_line is not None:
+                    line = self.last_log_line(container_id)
+                    if line and line != shown:
+                        shown = line
+                        on_line(line)
+                if time.monotonic() >= deadline:
+                    self._api.kill(container_id)
+                    return TaskResult(None, self.logs(container_id, tail=200), timed_out=True)
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, TASK_POLL_S)
+        finally:
+            self.remove(container_id)  # force: kills it first when it still runs (Ctrl-C)
 
 
 class _StartEvents:

@@ -83,6 +83,7 @@ fmt_gib() { awk -v x="$1" 'BEGIN { v = sprintf("%.2f", x); sub(/0$/, "", v); sub
 commas() { echo "$1" | sed ':a; s/\([0-9]\)\([0-9]\{3\}\)\($\|,\)/\1,\2\3/; ta'; }
 
 . "$DIR/texts-$VERSION.sh"
+. "$DIR/hub.sh"
 
 # ---------------------------------------------------------------- arguments
 FORM=serve          # serve: `vllm serve ...` | module: python3 -m vllm.entrypoints.openai.api_server
@@ -95,6 +96,11 @@ serve)
 	shift
 	;;
 python | python3 | python3.* | */python | */python3 | */python3.*)
+	if [ "${2:-}" = -c ]; then # modelctl's weights fetch: python3 -c SCRIPT check|fetch REPO...
+		shift 3 2>/dev/null || set --
+		hub_fetch_main "$@"
+		exit $?
+	fi
 	if [ "${2:-}" = -m ]; then shift 3 2>/dev/null || set --; fi
 	FORM=module
 	;;
@@ -555,6 +561,12 @@ if [ "$FAIL" = free-memory ]; then
 fi
 
 ec_info "$L_START_LOAD" "Starting to load model $MODEL..."
+# The weights download (hub.sh): STANDIN_DOWNLOAD_SECONDS when the cache lacks them, none when
+# it has them (modelctl's fetch, or an earlier start, put them there).
+if [ -n "$(hub_missing "$MODEL" "")" ] && [ "${HF_HUB_OFFLINE:-0}" != 1 ]; then
+	HUB_SLEEP=pause hub_download "$MODEL" "" "$DOWNLOAD" ""
+	case $DOWNLOAD in 0 | 0.* | .*) ;; *) ec_info weight_utils.py:460 "Time spent downloading weights for $MODEL: $(pyfloat "$DOWNLOAD") seconds" ;; esac
+fi
 pause "$LOAD"
 
 if [ "$FAIL" = weights-dont-fit ] || { [ "$FAIL" = cuda-oom ] && [ "$CUDA_OOM_AT" = load ]; }; then
