@@ -10,10 +10,12 @@ fake clock (tests/test_scheduler.py).
   Retry-After from the measured swap times); requests for the model being loaded join it;
 - a swap begins at once when the active model has no work: nothing in flight, nothing queued,
   and no request served since the oldest waiter arrived (one client alternating models never
-  waits). A model with work is protected: it stays `min_residency` seconds and until its requests
-  in flight are done, unless a waiting request has waited `max_wait` seconds. Then the active
-  model stops taking new requests, its requests in flight drain, and the model whose request
-  waited longest is loaded; all its queued requests go together;
+  waits). A model with work is protected: it stays as long as swapping away and back costs (each
+  model's last swap in, measured: a wake is cheap, a cold start is not), at most `min_residency`
+  seconds, and until its requests in flight are done, unless a waiting request has waited
+  `max_wait` seconds. Then the active model stops taking new requests, its requests in flight
+  drain, and the model whose request waited longest is loaded; all its queued requests go
+  together;
 - the drain is bounded: requests still in flight `drain_timeout` seconds after the swap was
   decided are abandoned (their leases' `abandoned` event is set; the proxy ends them with an
   error) and the swap proceeds; their late release() changes nothing;
@@ -136,6 +138,7 @@ class Scheduler:
         self.inflight: dict[str, set[Lease]] = {}
         self.waiting: dict[str, deque[_Waiter]] = {}
         self.swap_times: deque[float] = deque(maxlen=20)
+        self.swap_cost: dict[str, float] = {}  # per model: seconds its last swap in took (wake or start)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._swaps: set[asyncio.Task[None]] = set()  # held so that the loop does not drop them
@@ -301,7 +304,7 @@ class Scheduler:
             self._admit_all(current)
         target = min(others, key=lambda p: others[p][0].since)
         if current is not None and not self.draining:
-            later = self._protected_until(current, others[target][0].since, now)
+            later = self._protected_until(current, others[target][0].since, now, target)
             if later is not None:
                 return later
             self.draining, self.drain_since = True, now  # no new requests for it; its requests finish
@@ -314,7 +317,7 @@ class Scheduler:
         self._start(self._swap(target, "proxy"), target)
         return None
 
-    def _protected_until(self, current: str, since: float, now: float) -> float | None:
+    def _protected_until(self, current: str, since: float, now: float, target: str | None = None) -> float | None:
         """Until when the active model keeps the GPU although a request (waiting since `since`) wants
         another; None: swap now. Only a model with work is protected: requests in flight, or a
         request served while the other one waited (a client in the middle of a series)."""
@@ -326,10 +329,20 @@ class Scheduler:
             return None  # nothing in flight or queued, nobody came since: swap at once
         if busy:
             return forced  # release() pokes before
-        resident = self.loaded_at + self.limits.min_residency
+        resident = self.loaded_at + (self.residency(current, target) if target else self.limits.min_residency)
         if now >= resident:
             return None
         return min(resident, forced)
+
+    def residency(self, current: str, target: str) -> float:
+        """How long `current`, once it has work, keeps the GPU against a request for `target`: what
+        leaving would cost - the swap to `target` and the swap back, each as last measured for that
+        model (a wake is cheap, a cold start is not) - and never more than min_residency. Until
+        both were measured, min_residency."""
+        there, back = self.swap_cost.get(target), self.swap_cost.get(current)
+        if there is None or back is None:
+            return self.limits.min_residency
+        return min(self.limits.min_residency, there + back)
 
     def _abandon(self, profile: str) -> None:
         leases = self.inflight.pop(profile, set())
@@ -396,6 +409,7 @@ class Scheduler:
         else:
             if swapped.switched:
                 self.swap_times.append(self.clock() - began)
+                self.swap_cost[target] = self.clock() - began
             if self.current != target:
                 self.metrics.active.clear()
                 self.metrics.active.labels(target).set(1)
