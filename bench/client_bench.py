@@ -141,6 +141,10 @@ def main() -> None:
         wait_for(port, upstream, log)
         base = f"http://127.0.0.1:{port}/v1"
         kinds = {"httpx": with_httpx, "aiohttp": with_aiohttp, "modelctl.upstream_http": with_modelctl}
+        try:
+            import aiohttp  # noqa: F401 - not a dependency of modelctl: `pip install aiohttp` to compare it
+        except ImportError:
+            del kinds["aiohttp"]
         print(f"client CPU per request (us), {args.requests} requests per run, median [min-max] of {args.repeat}")
         for stream in (False, True):
             for clients in (1, 64):

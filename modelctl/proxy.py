@@ -20,6 +20,10 @@ What is refused before anything is started or forwarded (README "The service"):
 The model's server gets MODELCTL_PROXY_IDLE_TIMEOUT seconds for each byte: without one, the
 request ends (504 before the answer began, an SSE error event in a stream). A request still in
 flight when the drain before a swap times out (the scheduler's `abandoned`) ends the same way.
+
+The request path is kept cheap (issue 14; bench/proxy_bench.py measures it): no thread and no file
+system per request (the catalog's snapshot while it is fresh), no task per request (`_Watch`:
+callbacks cancel the request's own task), the upstream leg on upstream_http.py's client.
 """
 
 from __future__ import annotations
