@@ -176,3 +176,8 @@ def test_an_empty_log():
     found = diagnose_timeout("  \n")
     assert (found.cause, found.key, found.evidence) == ("the container printed nothing", "no_progress", "")
     assert found.advice == ("see `modelctl logs`; a longer startup_timeout helps only once the log shows vLLM loading")
+
+
+def test_the_evidence_is_the_matched_line_even_after_a_progress_bar_of_carriage_returns():
+    found = diagnose("Loading: 10%\rLoading: 100%\rtorch.AcceleratorError: CUDA error: unspecified launch failure\n")
+    assert found.evidence == "torch.AcceleratorError: CUDA error: unspecified launch failure"

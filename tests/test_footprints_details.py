@@ -193,3 +193,12 @@ def test_the_file_is_readable_by_the_docker_group_when_it_carries_it(tmp_path, m
     record_footprint(state, "a", FP)
     written = (state / "footprints.json").stat()
     assert (stat.S_IMODE(written.st_mode), written.st_gid) == (0o640, group)
+
+
+def test_a_malformed_file_warns_again_once_it_changed(tmp_path, caplog):
+    state = state_with(tmp_path, "[]")
+    expected = f"ignoring {state / 'footprints.json'}: not a footprints document (expected an object of profiles, got list){TAIL}"
+    assert read_footprints(state) == {} and warnings_of(caplog) == [expected]
+    assert read_footprints(state) == {} and warnings_of(caplog) == []
+    (state / "footprints.json").write_text("[ ]")  # another size, the same reason
+    assert read_footprints(state) == {} and warnings_of(caplog) == [expected]

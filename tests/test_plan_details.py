@@ -229,3 +229,13 @@ def test_the_refusal_names_the_need_the_gpu_the_shortfall_and_what_fits_largest_
     with pytest.raises(DoesNotFitError) as alone:
         check_fits(big, [too_big_too])
     assert alone.value.hint.startswith("fits this GPU: none of the profiles; or lower max_model_len")
+
+
+def test_a_sleep_enabled_profile_starts_with_sleep_mode_and_the_dev_endpoints():
+    plan = make_plan(profile(sleep_level=1, env={"A": "1"}), GPU12, settings())
+    assert plan.spec.command.count("--enable-sleep-mode") == 1
+    assert plan.spec.env == {"A": "1", "VLLM_SERVER_DEV_MODE": "1"}
+    given = make_plan(profile(sleep_level=2, vllm_args=["--enable-sleep-mode"]), GPU12, settings())
+    assert given.spec.command.count("--enable-sleep-mode") == 1, "not twice when the profile has it"
+    plain = make_plan(profile(), GPU12, settings())
+    assert "--enable-sleep-mode" not in plain.spec.command and plain.spec.env == {}

@@ -207,3 +207,33 @@ def test_a_directory_that_cannot_be_fingerprinted_is_read_every_time(tmp_path, m
     first = catalog.load()
     second = catalog.load()
     assert second is not first and list(second.profiles) == ["demo-a"]
+
+
+def sleeper_profile(name: str, port: int) -> str:
+    return VALID.replace("demo-a", name) + f"sleep_level: 1\nport: {port}\n"
+
+
+def test_sleep_enabled_profiles_on_one_port_are_all_refused_each_naming_the_others(tmp_path):
+    a = write(tmp_path, "a.yaml", sleeper_profile("sleep-a", 8001))
+    b = write(tmp_path, "b.yaml", sleeper_profile("sleep-b", 8001))
+    c = write(tmp_path, "c.yaml", sleeper_profile("sleep-c", 8001))
+    write(tmp_path, "d.yaml", sleeper_profile("sleep-d", 8002))  # alone on its port
+    write(tmp_path, "e.yaml", VALID.replace("demo-a", "plain") + "port: 8001\n")  # no sleep mode: may share
+    loaded = read_profiles(tmp_path)
+    assert list(loaded.profiles) == ["sleep-d", "plain"]
+    assert {bad.path: bad.error.message for bad in loaded.invalid} == {
+        a: f"{a}: sleep-enabled profiles cannot share port 8001 (a sleeper keeps its port): {b}, {c} uses it too",
+        b: f"{b}: sleep-enabled profiles cannot share port 8001 (a sleeper keeps its port): {a}, {c} uses it too",
+        c: f"{c}: sleep-enabled profiles cannot share port 8001 (a sleeper keeps its port): {a}, {b} uses it too",
+    }
+    assert {bad.error.hint for bad in loaded.invalid} == {"give each sleep-enabled profile its own port"}
+    assert {bad.path.name: bad.names for bad in loaded.invalid}["a.yaml"] == frozenset({"a", "sleep-a"})
+    with pytest.raises(ProfileError, match="cannot share port 8001"):
+        loaded.find("sleep-b")
+
+
+def test_two_sleepers_on_their_own_ports_are_both_kept(tmp_path):
+    write(tmp_path, "a.yaml", sleeper_profile("sleep-a", 8001))
+    write(tmp_path, "b.yaml", sleeper_profile("sleep-b", 8002))
+    loaded = read_profiles(tmp_path)
+    assert list(loaded.profiles) == ["sleep-a", "sleep-b"] and loaded.invalid == []

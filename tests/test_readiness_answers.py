@@ -64,11 +64,12 @@ def test_anything_short_of_the_model_list_is_not_yet(answer, seen):
 
 
 def test_is_serving_asks_once_and_says_no_to_a_wrong_answer(monkeypatch):
-    answers = iter([httpx.Response(200, json=MODELS), httpx.Response(500), httpx.Response(200, json=MODELS)])
+    answers = iter([httpx.Response(200, json=MODELS), httpx.Response(500)] + [httpx.Response(200, json=MODELS)] * 2)
     monkeypatch.setattr(readiness, "http_client", lambda: client_answering(next(answers)))
     assert is_serving(URL, "demo") is True
     assert is_serving(URL, "demo") is False  # HTTP 500: not serving
     assert HttpModelServers().is_serving(URL, "other") is False
+    assert HttpModelServers().is_serving(URL, "demo-2") is True
 
 
 class Clock:
