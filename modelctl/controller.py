@@ -212,7 +212,9 @@ class Controller:
     ) -> None:
         """Everything that would fail after the stop, checked while the old model still runs."""
         # A container modelctl did not start holding one of its names is never removed (exit 2).
-        ensure_names_free(self.runtime, plan.spec.name, plan.spec.name + PREVIOUS_SUFFIX)
+        # (A wake creates and renames nothing: the sleeper holds its name.)
+        if not waking:
+            ensure_names_free(self.runtime, plan.spec.name, plan.spec.name + PREVIOUS_SUFFIX)
         if plan.profile.sleep_level is not None and not is_loopback_host(plan.spec.host_ip):
             raise UsageError(
                 f"{plan.profile.name} has sleep_level, and its development endpoints (/sleep, /wake_up, "
@@ -351,7 +353,7 @@ class Controller:
                     record.measured_at if record else 0.0,
                 )
             else:
-                pin = self._weights_gib(container, profile) if level == 1 else 0.0
+                pin = self._host_pin_gib(container, profile) if level == 1 else 0.0
                 found[container.id] = Sleeper(container, level, False, expected, now, pin)
         return found
 
@@ -367,9 +369,13 @@ class Controller:
                 use[h.container] = use.get(h.container, 0.0) + (h.used_gib or 0.0)
         return use
 
-    def _weights_gib(self, container: ContainerInfo, profile: Profile) -> float:
-        """Host memory a level-1 sleep pins: the weights, as vLLM logged them at start-up ("Model
-        loading took X GiB"), else the whole vram_gib (never less than the weights)."""
+    def _host_pin_gib(self, container: ContainerInfo, profile: Profile) -> float:
+        """Host memory a level-1 sleep pins: the weights. The profile's vram_gib bounds them; only
+        where that bound would eat into the host reserve is vLLM's own figure read from the log
+        ("Model loading took X GiB"), which costs a Docker call."""
+        available = self.host.available_memory_gib()
+        if available is None or available - profile.vram_gib >= self.settings.sleep_host_reserve_gib:
+            return profile.vram_gib
         found = WEIGHTS_LINE.findall(self.runtime.logs(container.id, tail=WEIGHTS_LOG_TAIL))
         return float(found[-1]) if found else profile.vram_gib
 

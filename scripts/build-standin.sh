@@ -55,7 +55,7 @@ trap 'rm -rf "$ctx"' EXIT
 cp "$busybox" "$ctx/busybox"
 cp "$src/Dockerfile" "$ctx/"
 mkdir "$ctx/standin"
-cp "$src"/standin.sh "$src"/http.sh "$src"/hub.sh "$src"/texts-*.sh "$src"/flags-*.txt "$ctx/standin/"
+cp "$src"/standin.sh "$src"/http.sh "$src"/hub.sh "$src"/sleep.sh "$src"/texts-*.sh "$src"/flags-*.txt "$ctx/standin/"
 chmod 0755 "$ctx/busybox" "$ctx/standin/standin.sh" "$ctx/standin/http.sh"
 
 build() { # build-arg version, tags...

@@ -2,7 +2,8 @@
 # One HTTP connection of the stand-in (busybox `nc -ll -e` runs it with the socket as stdin and
 # stdout). busybox httpd takes POST only through CGI under /cgi-bin/ and has no rewrite or proxy
 # in Debian's build, so the stand-in speaks HTTP itself: GET /health, /version, /v1/models (the
-# files standin.sh wrote), POST /v1/chat/completions and /v1/completions (streaming or not).
+# files standin.sh wrote), POST /v1/chat/completions and /v1/completions (streaming or not), and
+# with VLLM_SERVER_DEV_MODE=1 vLLM's sleep-mode endpoints (sleep.sh).
 # One request per connection (Connection: close). Settings come from standin.sh's environment:
 #   STANDIN_WWW, STANDIN_SERVED (served names, one a line), STANDIN_TOKENS (tokens per answer,
 #   default 8; a request's max_tokens caps it), STANDIN_TOKEN_DELAY (seconds between tokens).
@@ -42,6 +43,13 @@ case "$method $path" in
 "GET /v1/models") file "200 OK" application/json "$WWW/v1/models"; exit 0 ;;
 "POST /v1/chat/completions") kind=chat ;;
 "POST /v1/completions") kind=text ;;
+"POST /sleep" | "POST /wake_up" | "GET /is_sleeping" | "POST /collective_rpc" | "POST /reset_prefix_cache")
+	. "${0%/*}/sleep.sh" # vLLM's development endpoints (sleep mode)
+	query=
+	case $target in *\?*) query=${target#*\?} ;; esac
+	sleep_route "$method" "$path" "$query" "$len"
+	exit 0
+	;;
 GET\ * | HEAD\ *) error "404 Not Found" NotFoundError "Not Found" null; exit 0 ;;
 *) error "405 Method Not Allowed" MethodNotAllowed "Method Not Allowed" null; exit 0 ;;
 esac
@@ -63,6 +71,10 @@ if [ -z "$known" ]; then
 	error "404 Not Found" NotFoundError "The model \`$model\` does not exist." '"model"'
 	exit 0
 fi
+. "${0%/*}/sleep.sh"
+sleep_hold_while_asleep # a sleeping engine queues the request until it is woken
+stale=
+sleep_weights_stale && stale=1 # level 2 woken without reload_weights: garbage
 tokens=${STANDIN_TOKENS:-8}
 max=$(field max_tokens '[0-9]*')
 [ -n "$max" ] && [ "$max" -lt "$tokens" ] && tokens=$max
@@ -75,6 +87,7 @@ id=$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')
 
 # The answer: "Hello from <model>" then "ok" until `tokens` words.
 word() { # the i-th word (1-based), with its leading space
+	[ -n "$stale" ] && { printf ' garbage'; return; }
 	case $1 in
 	1) printf 'Hello' ;;
 	2) printf ' from' ;;

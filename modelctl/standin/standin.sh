@@ -41,6 +41,10 @@
 #   STANDIN_WWW             where the static answers are written (default /www)
 #   STANDIN_TOKENS          words per completion (default 8; max_tokens caps it)
 #   STANDIN_TOKEN_DELAY     seconds between words, streaming or not (default 0)
+#   VLLM_SERVER_DEV_MODE=1  the development endpoints, with --enable-sleep-mode vLLM's sleep mode
+#                           (/sleep, /wake_up, /is_sleeping, /collective_rpc, /reset_prefix_cache:
+#                           sleep.sh, which documents them and STANDIN_WAKE_SECONDS,
+#                           STANDIN_SLEEP_SECONDS and STANDIN_WAKE_FAIL=error|exit)
 #   VLLM_CACHE_ROOT         vLLM's cache (default /root/.cache/vllm)
 #   VLLM_DISABLE_COMPILE_CACHE=1  compile every time, as vLLM does
 
@@ -152,6 +156,7 @@ EAGER=False
 DTYPE=torch.bfloat16
 BATCHED=8192
 SHUTDOWN_TIMEOUT=0
+SLEEP_MODE=0
 NONDEFAULT=
 HASHED=             # the flags that change what torch.compile builds
 UNRECOGNIZED=
@@ -307,6 +312,10 @@ $1"
 		case $val in *[!0-9]* | '') ;; *) BATCHED=$val ;; esac
 		add_nondefault max_num_batched_tokens "$val"
 		;;
+	--enable-sleep-mode | --no-enable-sleep-mode)
+		[ "$flag" = --enable-sleep-mode ] && SLEEP_MODE=1 || SLEEP_MODE=0
+		[ "$SLEEP_MODE" = 1 ] && add_nondefault enable_sleep_mode True || add_nondefault enable_sleep_mode False
+		;;
 	--shutdown-timeout)
 		SHUTDOWN_TIMEOUT=$val
 		add_nondefault shutdown_timeout "$val"
@@ -381,6 +390,9 @@ case $COMPILE in
 	;;
 esac
 
+case ${VLLM_SERVER_DEV_MODE:-0} in 1 | true | True) DEV_MODE=1 ;; *) DEV_MODE=0 ;; esac
+# 0.11.1 warns when api_server.py is imported (api_server.py:1045), before anything else.
+[ "$DEV_MODE" = 1 ] && [ "$VERSION" = 0.11.1 ] && api WARNING api_server.py:1045 "SECURITY WARNING: Development endpoints are enabled! This should NOT be used in production!"
 info "$L_VERSION" "$(t_version)"
 {
 	printf "{"
@@ -488,6 +500,14 @@ else
 	trap on_term TERM
 fi
 trap on_term INT
+# sleep.sh (STANDIN_WAKE_FAIL=exit): the engine core died waking up; the server goes with it.
+on_engine_death() {
+	trap '' TERM INT USR1
+	[ -n "$CHILD" ] && kill "$CHILD" 2>/dev/null
+	api ERROR "$L_SHUTDOWN" "Engine core proc $EC_NAME died unexpectedly, shutting down client."
+	exit 1
+}
+trap on_engine_death USR1
 
 pause() {
 	# Sleep $1 seconds in a way SIGTERM can interrupt.
@@ -636,11 +656,18 @@ fi
 ec_info "$L_INIT_ENGINE" "$(t_init_engine "$LOAD" "$COMPILED")"
 info "$L_TASKS" "$(t_tasks)"
 info "$L_STARTING" "$(t_starting)"
+# 0.33.0 warns when it registers the development routes (serve/__init__.py:44).
+[ "$DEV_MODE" = 1 ] && [ "$VERSION" != 0.11.1 ] && api WARNING __init__.py:44 "SECURITY WARNING: Development endpoints are enabled! This should NOT be used in production!"
 info "$L_ROUTES" "Available routes are:"
+DEV_ROUTES=
+[ "$DEV_MODE" = 1 ] && DEV_ROUTES="/reset_prefix_cache, Methods: POST|/sleep, Methods: POST|/wake_up, Methods: POST|/is_sleeping, Methods: GET|/collective_rpc, Methods: POST"
+OLD_IFS=$IFS
+IFS='|'
 for route in "/health, Methods: GET" "/version, Methods: GET" "/v1/models, Methods: GET" \
-	"/v1/chat/completions, Methods: POST" "/v1/completions, Methods: POST"; do
+	"/v1/chat/completions, Methods: POST" "/v1/completions, Methods: POST" $DEV_ROUTES; do
 	info "$L_ROUTE" "Route: $route"
 done
+IFS=$OLD_IFS
 
 STATE=serving
 # busybox httpd takes POST only through CGI under /cgi-bin/, so every connection goes to
@@ -649,6 +676,10 @@ STATE=serving
 # Its listen backlog is the number of -l flags (-ll: 2, which drops connections under load),
 # and more than one -l keeps it listening, a process per connection: -lll...l, 128 of them.
 export STANDIN_WWW="$WWW" STANDIN_SERVED="$SERVED"
+# sleep.sh's view of the engine (it runs in http.sh, one process per connection).
+export STANDIN_RUN_VERSION="$VERSION" STANDIN_SLEEP_MODE="$SLEEP_MODE" STANDIN_API_PID="$API_PID" \
+	STANDIN_EC_PID="$EC_PID" STANDIN_EC_NAME="$EC_NAME" STANDIN_GPU_UTIL="$GPU_UTIL"
+rm -rf "$WWW/sleep"
 LISTEN_FLAGS=-l
 while [ ${#LISTEN_FLAGS} -le 128 ]; do LISTEN_FLAGS=${LISTEN_FLAGS}l; done
 nc "$LISTEN_FLAGS" -p "$PORT" -e "$DIR/http.sh" &
