@@ -142,15 +142,15 @@ def test_the_idle_log_lines(caplog) -> None:
     @scenario(idle_ttl=60.0)
     async def to_fallback(w: World) -> None:
         w.effects.fallback_profile = "d"
-        (await w.loaded("a", 0.0)).release()
-        await w.at(75.0)  # past the deadline: idle for 75 s
+        (await w.loaded("a", 10.0)).release()
+        await w.at(85.0)  # idle since 10.0, past the deadline (70.0): idle for 85 - 10 = 75 s
         assert w.scheduler.target == "d", "the fallback is the swap under way"
         await w.complete()
 
     @scenario(idle_ttl=60.0)
     async def to_nothing(w: World) -> None:
-        (await w.loaded("a", 0.0)).release()
-        await w.at(61.0)
+        (await w.loaded("a", 5.0)).release()
+        await w.at(66.0)  # idle since 5.0: 66 - 5 = 61 s
         w.effects.fail(NotReadyError("engine gone"))
         await w.settle()
 
@@ -222,7 +222,21 @@ async def test_the_dispatcher_wakes_at_its_deadline_on_a_clock_far_from_zero(w: 
     await w.complete()
 
 
-def test_after_an_error_the_dispatcher_looks_again_after_error_retry_s(monkeypatch) -> None:
+@scenario(idle_ttl=0.0)
+async def test_each_model_has_its_own_idle_ttl(w: World) -> None:
+    w.scheduler.idle_ttl = lambda profile: {"a": 30.0}.get(profile, 0.0)
+    (await w.loaded("a", 0.0)).release()
+    await w.at(29.0)
+    assert len(w.effects.calls) == 1
+    await w.at(30.0)
+    assert w.effects.calls[-1] == (30.0, "stop")
+    await w.complete()
+    (await w.loaded("b", 40.0)).release()
+    await w.at(1000.0)
+    assert w.effects.calls[-1] == (40.0, "swap", "b", "proxy"), "b has no idle TTL: never stopped"
+
+
+def test_after_an_error_the_dispatcher_looks_again_after_error_retry_s(monkeypatch, caplog) -> None:
     monkeypatch.setattr(scheduler_module, "ERROR_RETRY_S", 0.5)
 
     @scenario()
@@ -249,8 +263,6 @@ def test_after_an_error_the_dispatcher_looks_again_after_error_retry_s(monkeypat
         await w.complete()
         assert task.done()
 
-    logging.getLogger("modelctl.proxy").disabled = True
-    try:
+    with caplog.at_level(logging.ERROR, logger="modelctl.proxy"):
         body()
-    finally:
-        logging.getLogger("modelctl.proxy").disabled = False
+    assert proxy_log(caplog) == ["proxy scheduler: unexpected error"]
