@@ -1,4 +1,4 @@
-"""The service's watch between commands: at most one vLLM model, modelctl's (DESIGN.md "The switch").
+"""The service's watch between commands: at most one vLLM model, modelctl's (ARCHITECTURE.md "Invariants").
 
 A switch stops every foreign vLLM container, but one started by hand while the service runs would
 otherwise keep running beside the service's model until the next swap. The `Enforcer` reads the

@@ -4,7 +4,7 @@ Each `*_json` renderer has its `*_from_json` reader next to it: the service rend
 with the first, the CLI's service backend reads them back with the second, and the CLI renders
 what it read exactly as it renders its own (the round trip is this module's business alone).
 
-The status document is a contract (DESIGN.md): scripts read `active` and `containers`.
+The status document is a contract (README "In CI and scripts"): scripts read `active` and `containers`.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def operation_from_json(data: dict[str, Any] | None) -> OperationInfo | None:
 
 
 def status_json(status: Status) -> dict[str, Any]:
-    """The status document of DESIGN.md (contract): active, containers, gpu."""
+    """The status document (a contract, README): active, containers, gpu."""
     active = status.active
     return {
         "active": None

@@ -1,4 +1,4 @@
-"""Settings from MODELCTL_* environment variables (DESIGN.md: the CLI contract)."""
+"""Settings from MODELCTL_* environment variables (the README's settings tables are the contract)."""
 
 from __future__ import annotations
 
