@@ -9,12 +9,17 @@ imports httpx when it is constructed. `modelctl --help` and `modelctl version` c
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .report import OperationInfo, operation_from_json, status_from_json, switch_from_json
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .catalog import Catalog
     from .client import ServiceClient
     from .controller import Controller
@@ -128,11 +133,12 @@ class LocalBackend:
 class ServiceBackend:
     """The service at MODELCTL_URL: its JSON documents read back into the same typed results.
 
-    The service runs the switch and times its phases; its result carries them. The caller's clock
-    is not fed while the service works (the live line stays quiet, as it always did remotely).
+    The service runs the switch and times its phases; its result carries them. While it works, the
+    operation's events (`GET /api/events`, followed from before the request) feed the caller's
+    clock's listener: the same live line, or plain phase lines, as the local CLI.
     """
 
-    feeds_clock = False
+    feeds_clock = True
 
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
@@ -147,11 +153,45 @@ class ServiceBackend:
         dry_run: bool = False,
         clock: PhaseClock | None = None,
     ) -> SwitchResult:
-        data = self.client.switch(name, timeout=timeout, lock_timeout=lock_timeout, rollback=rollback, dry_run=dry_run)
+        if dry_run or clock is None:
+            data = self.client.switch(
+                name, timeout=timeout, lock_timeout=lock_timeout, rollback=rollback, dry_run=dry_run
+            )
+        else:
+            data = self._followed(
+                clock,
+                lambda op: self.client.switch(
+                    name, timeout=timeout, lock_timeout=lock_timeout, rollback=rollback, dry_run=False, op=op
+                ),
+            )
         return switch_from_json(data)
 
     def stop(self, *, lock_timeout: float, clock: PhaseClock | None = None) -> list[str]:
-        return list(self.client.stop(lock_timeout=lock_timeout))
+        if clock is None:
+            return list(self.client.stop(lock_timeout=lock_timeout))
+        return list(self._followed(clock, lambda op: self.client.stop(lock_timeout=lock_timeout, op=op)))
+
+    def _followed(self, clock: PhaseClock, call: Callable[[str], T]) -> T:
+        """`call(op)` with the events of operation `op` told to the clock's listener as they come."""
+        from .client import OperationEvents
+
+        phase = ""
+
+        def tell(kind: str, data: dict[str, Any]) -> None:
+            nonlocal phase
+            if kind == "switch":
+                phase = str(data.get("phase") or "")
+                clock.listener(phase, str(data.get("detail") or ""))
+            elif kind == "log" and phase:
+                clock.listener(phase, str(data.get("line") or ""))
+
+        op = secrets.token_hex(8)
+        events = OperationEvents(self.client, op, tell)
+        events.start()
+        try:
+            return call(op)
+        finally:
+            events.finish()
 
     def status(self) -> BackendStatus:
         data = self.client.status()

@@ -1,7 +1,7 @@
 """The command line: parse, call a backend, render. Nothing else happens here.
 
 People get rich tables and a live progress line; scripts get one JSON document with --json
-and the exit codes of DESIGN.md; without a TTY the output is plain text. The verbs that act
+and the exit codes of the README; without a TTY the output is plain text. The verbs that act
 (switch, stop, status, run) go through one `Backend` (backend.py): this host's engine, or the
 service at MODELCTL_URL; both return the same typed results, rendered here once.
 
@@ -437,7 +437,11 @@ def stop(
 
     def body() -> None:
         _check_seconds("--lock-timeout", lock_timeout)
-        stopped = _backend().stop(lock_timeout=lock_timeout)
+        backend = _backend()
+        # The same live line (or plain phase lines) as a switch, where the backend tells the phases.
+        line = _progress(as_json) if backend.feeds_clock else None
+        with line or nullcontext():
+            stopped = backend.stop(lock_timeout=lock_timeout, clock=line.clock if line else None)
         if as_json:
             _emit({"stopped": stopped})
         else:

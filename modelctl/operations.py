@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -31,9 +32,11 @@ from typing import Any, TypeVar
 
 from .controller import DEFAULT_LOCK_TIMEOUT_S, Controller
 from .errors import LockTimeoutError, ModelctlError, OperationAbandoned, UsageError
+from .events import Publish
+from .events import ignore as ignore_event
 from .metrics import Metrics
 from .progress import PhaseClock
-from .report import phases_text
+from .report import error_json, phases_text, switch_json
 from .results import SwitchResult
 from .scheduler import Swapped
 
@@ -78,26 +81,80 @@ class SerialWorker(Executor):
 
 @dataclass
 class Operation:
-    """What the worker does now: shown as `switch` in /api/status, logged when it ends."""
+    """What the worker does now: shown as `switch` in /api/status, logged when it ends.
+
+    Its clock's listener is the one place its progress is told: every phase change becomes a
+    `switch` event, every newer log line of the loading container a `log` event (events.py).
+    """
 
     kind: str  # "switch", "stop" or "reconcile"
     target: str | None
     phase: str = ""
     detail: str = ""
     since: str = ""
+    origin: str = "api"  # who asked: "api", "proxy", "idle", "service"
+    op: str = ""  # the id the events carry; the client's own where it gave one (?op=)
+    events: Publish = field(default=ignore_event, repr=False)
     clock: PhaseClock = field(init=False)
 
     def __post_init__(self) -> None:
+        self.op = self.op or new_op_id()
         self.clock = PhaseClock(self._on_phase)
+        self._told_phase = ""
+        self._told_line = ""
 
     def begin(self) -> None:
         self.phase, self.detail = self.kind, ""
         self.since = datetime.now(UTC).isoformat(timespec="milliseconds")
         self.clock = PhaseClock(self._on_phase)
+        self._told_phase = self._told_line = ""
 
     def _on_phase(self, phase: str, detail: str) -> None:
-        """The clock's listener (called in the worker thread)."""
+        """The clock's listener (called in the worker thread): a new phase, or more about this one."""
         self.phase, self.detail = phase, detail
+        if phase != self._told_phase:
+            self._told_phase, self._told_line = phase, ""
+            self.tell(phase, detail)
+        elif detail and detail != self._told_line:  # the loading container's newest log line
+            self._told_line = detail
+            self.events("log", {"op": self.op, "operation": self.kind, "target": self.target, "line": detail[:2000]})
+
+    def tell(self, phase: str, detail: str = "") -> None:
+        """A `switch` event: this operation is in `phase` now."""
+        self.events(
+            "switch",
+            {
+                "op": self.op,
+                "operation": self.kind,
+                "target": self.target,
+                "origin": self.origin,
+                "phase": phase,
+                "detail": detail,
+                "elapsed": self.clock.elapsed if self.since else 0.0,
+            },
+        )
+
+    def ended(self, result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
+        """A `swap` event: the result with its phase times, or the error with its cause and hint."""
+        data: dict[str, Any] = {
+            "op": self.op,
+            "operation": self.kind,
+            "target": self.target,
+            "origin": self.origin,
+            "ok": error is None,
+            "phases": dict(self.phases),
+            "elapsed": self.elapsed,
+            "at": _now(),
+        }
+        if error is None:
+            data["result"] = result or {}
+        else:
+            data["phase"] = self.ended_in
+            if isinstance(error, ModelctlError):
+                data["error"] = error_json(error)["error"]
+            else:
+                data["error"] = {"message": f"unexpected {type(error).__name__} (see the service log)", "code": 1}
+        self.events("swap", data)
 
     @property
     def phases(self) -> dict[str, float]:
@@ -118,7 +175,21 @@ class Operation:
             "phase": self.phase,
             "detail": self.detail,
             "since": self.since,
+            "op": self.op,
+            "origin": self.origin,
         }
+
+
+def new_op_id() -> str:
+    return secrets.token_hex(6)
+
+
+OP_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def valid_op_id(op: str) -> bool:
+    """An operation id a client may choose (?op=): 1 to 64 letters, digits, - and _."""
+    return 0 < len(op) <= 64 and set(op) <= OP_ID_CHARS
 
 
 # Told, on the event loop, which model a reconcile left running: (profile, url, generation).
@@ -132,8 +203,12 @@ def _now() -> str:
 class Operations:
     """The service's one way to change what runs; the proxy scheduler's SwapEffects."""
 
-    def __init__(self, controller: Controller, metrics: Metrics, default_profile: str | None) -> None:
+    def __init__(
+        self, controller: Controller, metrics: Metrics, default_profile: str | None, events: Publish = ignore_event
+    ) -> None:
         self.controller = controller
+        # Where every operation tells its phases, log lines and end (the service's EventBus.publish).
+        self.events = events
         self.metrics = metrics
         self.default_profile = default_profile
         self.worker = SerialWorker()
@@ -162,6 +237,7 @@ class Operations:
 
     async def _in_worker(self, op: Operation, work: Callable[[Controller, PhaseClock], T]) -> T:
         """Run `work` on the worker thread, after whatever was submitted before it."""
+        op.tell("queued")  # at once: the worker may be busy with another operation
         try:
             return await asyncio.wrap_future(self.worker.submit(self._run, op, work))
         except asyncio.CancelledError:  # uvicorn's shutdown gave up waiting for this request
@@ -196,12 +272,13 @@ class Operations:
         timeout: float | None = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
         rollback: bool = True,
+        op_id: str = "",
     ) -> tuple[SwitchResult, int]:
         """Switch on the worker (after whatever was queued before): the API's and the proxy's one way.
 
         Returns the result and the generation the switch ran as; a failure queues a reconcile.
         """
-        op = Operation("switch", name)
+        op = Operation("switch", name, origin=origin, op=op_id, events=self.events)
 
         def work(controller: Controller, clock: PhaseClock) -> tuple[SwitchResult, int]:
             generation = self._generation  # this operation's: any later one moves it on
@@ -212,9 +289,11 @@ class Operations:
 
         try:
             result, generation = await self._in_worker(op, work)
-        except OperationAbandoned:
+        except OperationAbandoned as exc:
+            op.ended(error=exc)
             raise
         except Exception as exc:
+            op.ended(error=exc)
             self.metrics.observe_switch(name, origin, "failed", op.phases, op.elapsed)
             code = self._failed("switch", name, exc)
             message = exc.message if isinstance(exc, ModelctlError) else f"unexpected {type(exc).__name__}"
@@ -235,6 +314,7 @@ class Operations:
                     self.default_profile if rollback else None, f"after the failed switch to {name}"
                 )
             raise
+        op.ended(switch_json(result))
         self.metrics.observe_switch(result.profile, origin, result.outcome, result.phases, result.total_s)
         stopped = f"; stopped {', '.join(result.stopped)}" if result.stopped else ""
         via = "" if origin == "api" else f"; for the {origin}"
@@ -249,16 +329,23 @@ class Operations:
         )
         return result, generation
 
-    async def stop(self, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> list[str]:
-        op = Operation("stop", None)
+    async def stop(
+        self, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S, origin: str = "api", op_id: str = ""
+    ) -> list[str]:
+        op = Operation("stop", None, origin=origin, op=op_id, events=self.events)
         try:
             stopped = await self._in_worker(op, lambda c, clock: c.stop(lock_timeout_s=lock_timeout, clock=clock))
-        except OperationAbandoned:
+        except OperationAbandoned as exc:
+            op.ended(error=exc)
             raise
-        except ModelctlError as error:
+        except Exception as error:
+            op.ended(error=error)
+            if not isinstance(error, ModelctlError):
+                raise
             self._failed("stop", None, error)
             log.warning("stop: failed with code %d after %.2fs: %s", error.exit_code, op.elapsed, error.message)
             raise
+        op.ended({"stopped": stopped})
         log.info("stop: stopped %s in %.2fs", ", ".join(stopped) or "nothing", op.elapsed)
         return stopped
 
@@ -270,8 +357,9 @@ class Operations:
         except RuntimeError:
             loop = None
         try:
-            op = Operation("reconcile", default_profile)
+            op = Operation("reconcile", default_profile, origin="service", events=self.events)
             op.begin()
+            op.tell("queued")
             self.current = self.current or op  # shown at once at start-up, before the worker picks it up
             self.worker.submit(self._run, op, lambda controller, clock: self._reconcile(controller, op, why, loop))
         except Exception as exc:  # nothing may get lost before the job is even queued
@@ -288,12 +376,14 @@ class Operations:
             stopped = controller.reconcile(default_profile, clock=op.clock)
             active = controller.status().active
         except Exception as exc:
+            op.ended(error=exc)
             code = self._failed("reconcile", default_profile, exc)
             if isinstance(exc, ModelctlError):
                 log.error("reconcile (%s): failed with code %d after %.2fs: %s", why, code, op.elapsed, exc.message)
             else:
                 log.exception("reconcile (%s): unexpected error after %.2fs", why, op.elapsed)
             return
+        op.ended({"stopped": stopped, "active": active.profile if active is not None else None})
         started = f"; started {default_profile} ({phases_text(op.phases)})" if "start" in op.phases else ""
         log.info(
             "reconcile (%s): done in %.2fs; stopped %s%s",
@@ -315,7 +405,7 @@ class Operations:
         return Swapped(url=result.url, switched=result.outcome == "switched", generation=generation)
 
     async def stop_model(self) -> None:
-        await self.stop()
+        await self.stop(origin="idle")
 
     def fallback(self) -> str | None:
         if not self.default_profile:

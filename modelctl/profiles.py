@@ -44,6 +44,8 @@ class Profile(BaseModel):
     served_model_name: str | None = None
     aliases: list[str] = Field(default_factory=list)
     startup_timeout: float | None = Field(default=None, gt=0)
+    # Seconds without proxy requests before this model is stopped (0: never); overrides MODELCTL_IDLE_TTL.
+    idle_ttl: float | None = Field(default=None, ge=0)
     # GPU size in GiB -> tuned values; the plan takes the largest tier the GPU can hold.
     tiers: dict[int, Tier] = Field(default_factory=dict)
     # vLLM sleep mode: switching away puts the model to sleep (1: weights to pinned host memory,

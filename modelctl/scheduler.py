@@ -19,8 +19,8 @@ fake clock (tests/test_scheduler.py).
 - the drain is bounded: requests still in flight `drain_timeout` seconds after the swap was
   decided are abandoned (their leases' `abandoned` event is set; the proxy ends them with an
   error) and the swap proceeds; their late release() changes nothing;
-- with nothing queued or in flight for `idle_ttl` seconds, the model is stopped, or replaced by
-  the fallback (the default profile);
+- with nothing queued or in flight for `idle_ttl` seconds (the model's own, else the limit's), the
+  model is stopped, or replaced by the fallback (the default profile);
 - a client that goes away leaves the queue; a swap under way always runs to its end.
 """
 
@@ -121,9 +121,12 @@ class Scheduler:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.monotonic,
+        idle_ttl: Callable[[str], float] | None = None,
     ) -> None:
         self.effects = effects
         self.limits = limits
+        # A model's idle TTL (its profile's `idle_ttl`); without it, limits.idle_ttl for every model.
+        self.idle_ttl = idle_ttl or (lambda profile: limits.idle_ttl)
         self.metrics = metrics
         self.clock = clock
         self.current: str | None = None  # the profile the scheduler last made active (or adopted)
@@ -360,15 +363,18 @@ class Scheduler:
     def _idle(self, now: float) -> float | None:
         """Idle TTL: with nothing queued or in flight for that long, stop the model (or go to the fallback)."""
         current = self.current
-        if not self.limits.idle_ttl or current is None or self.busy(current):
+        if current is None or self.busy(current):
+            return None
+        ttl = self.idle_ttl(current)
+        if not ttl:
             return None
         since = max(self.last_used, self.loaded_at)
-        if now < since + self.limits.idle_ttl:
-            return since + self.limits.idle_ttl
+        if now < since + ttl:
+            return since + ttl
         fallback = self.effects.fallback()
         if fallback == current:
             self.last_used = now  # the default stays
-            return now + self.limits.idle_ttl
+            return now + ttl
         if fallback:
             log.info("proxy: %s idle for %.0fs; back to the default %s", current, now - since, fallback)
             self._start(self._swap(fallback, "idle"), fallback)

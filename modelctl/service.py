@@ -8,6 +8,11 @@ with a deadline, so they answer while a switch runs and show its phase. NVML is 
 thread of its own (gpu_thread.py). `/v1/...` is the OpenAI proxy (proxy.py), whose swaps the
 scheduler (scheduler.py) decides and `Operations` carries out.
 
+`GET /api/events` streams what the service does as Server-Sent Events (events.py): the
+operations' phases, log lines and ends, what runs (`state`, on every change and first to each new
+subscriber) and the proxy's queue. `GET /` is the dashboard: static files of the package
+(modelctl/web/), no build step, rendering the same events.
+
 Under load: at most MODELCTL_MAX_CONNECTIONS connections are served at once (uvicorn answers
 503 beyond), a connection that sends no request is closed after KEEP_ALIVE_S like an idle
 keep-alive one, the open-files limit is raised to its hard limit, and errors that repeat (a
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import hmac
 import ipaddress
 import logging
@@ -25,9 +31,11 @@ import resource
 import select
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -35,7 +43,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -45,15 +53,17 @@ from .catalog import Catalog
 from .controller import DEFAULT_LOCK_TIMEOUT_S, Controller
 from .enforcer import Enforcer
 from .errors import EngineUnreachableError, Forbidden, ModelctlError, Unauthorized, UsageError
+from .events import Event, EventBus
 from .gpu import NvmlGpu
 from .gpu_thread import ThreadedGpu
 from .http_errors import HttpRefusal, error_document
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .operations import Operations
+from .operations import Operations, valid_op_id
 from .plan import exposure_warning
 from .proxy import CONNECTION_LOST, Proxy
-from .report import plan_json, status_json, switch_json
+from .report import error_json, plan_json, status_json, switch_json
+from .runtime import container_name
 from .runtime.docker_engine import DockerRuntime
 from .scheduler import Scheduler, SchedulerLimits
 from .settings import Settings
@@ -71,6 +81,22 @@ READ_THREADS = 4
 KEEP_ALIVE_S = 5
 # Open files the process needs besides its client connections (engine sockets, logs, NVML).
 RESERVED_FILES = 32
+# While someone watches /api/events: what runs is read again this often (and after each operation),
+# the proxy's queue this often; each is sent only when it changed.
+STATE_POLL_S = 5.0
+PROXY_POLL_S = 1.0
+SWAPS_KEPT = 20  # the last operations' ends, in every `state` event
+# The dashboard: its files (modelctl/web/) and their types; nothing else is served from there.
+WEB_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+WEB_HEADERS = {
+    # Only its own files and its own origin: no inline script, no CDN, no framing by another site.
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+LOG_TAIL_MAX = 5000
 
 
 class Service:
@@ -88,9 +114,17 @@ class Service:
         gpu = ThreadedGpu(NvmlGpu(settings))  # NVML in one thread of its own, with a deadline
         # The reads beside the worker, in threads of their own: never the proxy's (the default pool).
         self.reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="modelctl-read")
+        # What the service does, for /api/events and the dashboard; the last operations' ends.
+        self.events = EventBus()
+        self.swaps: deque[dict[str, Any]] = deque(maxlen=SWAPS_KEPT)
+        self._state_wanted: asyncio.Event | None = None
+        self._watchers: list[asyncio.Task[None]] = []
         # One engine connection for the worker, one for the reads that run beside it.
         self.operations = Operations(
-            Controller(settings, DockerRuntime(), self.catalog, gpu), self.metrics, settings.default_profile
+            Controller(settings, DockerRuntime(), self.catalog, gpu),
+            self.metrics,
+            settings.default_profile,
+            events=self._publish,
         )
         self.reader = Controller(settings, DockerRuntime(), self.catalog, gpu)
         self._token = settings.api_token.get_secret_value().encode() if settings.api_token else None
@@ -104,7 +138,7 @@ class Service:
         )
         self.proxy = Proxy(
             self.catalog,
-            Scheduler(self.operations, limits, self.metrics),
+            Scheduler(self.operations, limits, self.metrics, idle_ttl=self._idle_ttl),
             self.metrics,
             self._loaded_model,
             default_profile=settings.default_profile,
@@ -115,7 +149,12 @@ class Service:
         self.operations.on_reconciled = self._adopt
         self.app = Starlette(
             routes=[
+                Route("/", self._local_only(self.dashboard), methods=["GET"]),
+                Route("/ui/{file}", self._local_only(self.web_file), methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
+                Route("/api/events", self._guarded(self.event_stream), methods=["GET"]),
+                Route("/api/logs/{name}", self._guarded(self.model_logs), methods=["GET"]),
+                Route("/api/profiles/invalid", self._guarded(self.invalid_profiles), methods=["GET"]),
                 Route("/api/status", self._guarded(self.status), methods=["GET"]),
                 Route("/api/profiles", self._guarded(self.profiles), methods=["GET"]),
                 Route("/api/switch/{name}", self._guarded(self.switch), methods=["POST"]),
@@ -140,6 +179,18 @@ class Service:
             return await endpoint(request)
 
         return guarded
+
+    def _local_only(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The dashboard's static files: no token (a browser cannot send one with a page load; the
+        page asks for it), but the Host check without one, as for the API."""
+
+        async def local_only(request: Request) -> Response:
+            self._check_local(request)
+            return await endpoint(request)
+
+        return local_only
 
     def _check_token(self, request: Request) -> None:
         if self._token is None:
@@ -219,20 +270,116 @@ class Service:
             "required" if self._token else "not set",
         )
         _limit_loop_errors(asyncio.get_running_loop())
+        self.events.attach(asyncio.get_running_loop())
+        self._state_wanted = asyncio.Event()
+        self._watchers = [
+            asyncio.create_task(self._watch_state(), name="modelctl-events-state"),
+            asyncio.create_task(self._watch_proxy(), name="modelctl-events-proxy"),
+        ]
         self.operations.reconcile_in_background(self.settings.default_profile, "start-up")
         if warning := exposure_warning(self.settings.host):
             log.warning(warning)
         self.enforcer.start()
         yield
+        for task in self._watchers:
+            task.cancel()
         self.enforcer.stop()
         await self.proxy.aclose()
         self.operations.shutdown()
         self.reads.shutdown(wait=False, cancel_futures=True)
 
+    # --- events --------------------------------------------------------------------------
+
+    def _publish(self, kind: str, data: dict[str, Any]) -> None:
+        """The operations' events (from the worker thread): to the bus; what runs is read again
+        when an operation ends or a new model begins to load."""
+        if kind == "swap":
+            self.swaps.appendleft(data)
+        self.events.publish(kind, data)
+        if kind == "swap" or (kind == "switch" and data.get("phase") in ("load", "rollback")):
+            loop, wanted = self.events.loop, self._state_wanted
+            if loop is not None and wanted is not None:
+                with suppress(RuntimeError):  # the loop closed: the service is stopping
+                    loop.call_soon_threadsafe(wanted.set)
+
+    async def _state(self) -> dict[str, Any]:
+        """The `state` event: the /api/status document, the proxy's queue and the last swaps."""
+        try:
+            data = status_json(await self._read(self.reader.status))
+        except ModelctlError as exc:
+            data = {"active": None, "containers": [], "gpu": None, "measured": {}, "error": error_json(exc)["error"]}
+        op = self.operations.current
+        data["switch"] = op.json() if op else None
+        data["last_error"] = self.operations.last_error
+        data["proxy"] = self._proxy_state()
+        data["swaps"] = list(self.swaps)
+        return data
+
+    def _proxy_state(self) -> dict[str, Any]:
+        """The `proxy` event: requests waiting and in flight per model, and what the scheduler does."""
+        scheduler = self.proxy.scheduler
+        models: dict[str, dict[str, int]] = {}
+        for profile, waiting in scheduler.waiting.items():
+            if waiting:
+                models.setdefault(profile, {"queued": 0, "in_flight": 0})["queued"] = len(waiting)
+        for profile, leases in scheduler.inflight.items():
+            if leases:
+                models.setdefault(profile, {"queued": 0, "in_flight": 0})["in_flight"] = len(leases)
+        return {
+            "queued": scheduler.queued(),
+            "models": models,
+            "active": scheduler.current,
+            "loading": scheduler.target,
+            "draining": scheduler.draining,
+        }
+
+    async def _watch_state(self) -> None:
+        """While someone listens: `state` when what runs changed (after each operation, and read
+        every STATE_POLL_S for changes made beside the service: the host CLI, a crash)."""
+        assert self._state_wanted is not None
+        last: dict[str, Any] | None = None
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._state_wanted.wait(), STATE_POLL_S)
+            self._state_wanted.clear()
+            if not self.events.subscribers:
+                last = None
+                continue
+            try:
+                state = await self._state()
+            except Exception:  # a bug here must not end the events for good
+                log.exception("events: could not read the state")
+                continue
+            if state != last:
+                last = state
+                self.events.publish("state", state)
+
+    async def _watch_proxy(self) -> None:
+        """While someone listens: `proxy` when the queue or the requests in flight changed (1/s at most)."""
+        last: dict[str, Any] | None = None
+        while True:
+            await asyncio.sleep(PROXY_POLL_S)
+            if not self.events.subscribers:
+                last = None
+                continue
+            proxy = self._proxy_state()
+            if proxy != last:
+                last = proxy
+                self.events.publish("proxy", proxy)
+
+    def _idle_ttl(self, profile: str) -> float:
+        """The idle TTL of a model: its profile's `idle_ttl`, else MODELCTL_IDLE_TTL (0: never)."""
+        try:
+            own = self.catalog.load().profiles[profile].idle_ttl
+        except (KeyError, ModelctlError, OSError):
+            own = None
+        return self.settings.idle_ttl if own is None else own
+
     # --- routes --------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__})
+        # token_required: the dashboard asks for the token before a request of its own is refused.
+        return JSONResponse({"status": "ok", "version": __version__, "token_required": self._token is not None})
 
     async def status(self, request: Request) -> Response:
         data = status_json(await self._read(self.reader.status))
@@ -254,13 +401,14 @@ class Service:
         lock_timeout = _number(query, "lock_timeout", DEFAULT_LOCK_TIMEOUT_S)
         rollback = not _flag(query, "no_rollback")
         dry_run = _flag(query, "dry_run")
+        op_id = _op_id(query)
         if dry_run:
             result = await self._read(lambda: self.reader.switch(name, dry_run=True))
             return JSONResponse(switch_json(result))
         # Unknown (404) or too big (409): refused at once, not after the switch under way.
         await self._read(lambda: self.reader.plan_for(name))
         result, _ = await self.operations.switch(
-            name, origin="api", timeout=timeout, lock_timeout=lock_timeout, rollback=rollback
+            name, origin="api", timeout=timeout, lock_timeout=lock_timeout, rollback=rollback, op_id=op_id
         )
         return JSONResponse(switch_json(result))
 
@@ -270,7 +418,76 @@ class Service:
 
     async def stop(self, request: Request) -> Response:
         lock_timeout = _number(request.query_params, "lock_timeout", DEFAULT_LOCK_TIMEOUT_S)
-        return JSONResponse({"stopped": await self.operations.stop(lock_timeout=lock_timeout)})
+        stopped = await self.operations.stop(lock_timeout=lock_timeout, op_id=_op_id(request.query_params))
+        return JSONResponse({"stopped": stopped})
+
+    async def event_stream(self, request: Request) -> Response:
+        """GET /api/events: `state` first, then every event, until the client goes (or falls behind)."""
+        subscriber = self.events.subscribe()  # before the state is read: nothing falls in between
+        try:
+            first = Event(self.events.next_id(), "state", await self._state())
+        except BaseException:
+            self.events.unsubscribe(subscriber)
+            raise
+        return StreamingResponse(
+            self.events.stream(subscriber, first),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def model_logs(self, request: Request) -> Response:
+        """GET /api/logs/{name}?tail=N: the last lines of a profile's container (kept after a failed start)."""
+        name = request.path_params["name"]
+        tail = _number(request.query_params, "tail", 200.0)
+        assert tail is not None
+        lines = max(1, min(int(tail), LOG_TAIL_MAX))
+
+        def read() -> dict[str, Any]:
+            profile = self.catalog.find(name)
+            info = self.reader.runtime.container(container_name(profile.name))
+            if info is None:
+                return {"profile": profile.name, "container": None, "state": None, "log": ""}
+            return {
+                "profile": profile.name,
+                "container": info.name,
+                "state": info.state,
+                "log": self.reader.runtime.logs(info.id, tail=lines),
+            }
+
+        return JSONResponse(await self._read(read))
+
+    async def invalid_profiles(self, request: Request) -> Response:
+        """GET /api/profiles/invalid: the profile files skipped, each with its error."""
+        loaded = await self._read(self.catalog.load)
+        return JSONResponse(
+            [
+                {"file": bad.path.name, "name": bad.path.stem, "error": bad.error.message, "hint": bad.error.hint}
+                for bad in loaded.invalid
+            ]
+        )
+
+    async def dashboard(self, request: Request) -> Response:
+        return HTMLResponse(_web_file("index.html"), headers=WEB_HEADERS)
+
+    async def web_file(self, request: Request) -> Response:
+        name = request.path_params["file"]
+        if name not in WEB_FILES:
+            raise HttpRefusal(f"no such file: /ui/{name[:100]}", 404, code="not_found")
+        return Response(_web_file(name), media_type=WEB_FILES[name], headers=WEB_HEADERS)
+
+
+@functools.cache
+def _web_file(name: str) -> bytes:
+    """A file of the dashboard (modelctl/web/), read once."""
+    return resources.files("modelctl").joinpath("web", name).read_bytes()
+
+
+def _op_id(query: Any) -> str:
+    """?op=ID: the id the client chose for the operation's events (it listens before it asks)."""
+    op = query.get("op") or ""
+    if op and not valid_op_id(op):
+        raise UsageError(f"query parameter op: expected 1 to 64 letters, digits, - or _, got {op[:80]!r}")
+    return op
 
 
 def _number(query: Any, key: str, default: float | None) -> float | None:

@@ -170,7 +170,7 @@ def test_one_invalid_file_leaves_the_others_usable(tmp_path):
     assert loaded.warnings() == [
         f"skipped invalid profile {bad}: unknown key 'vram_gb' (allowed keys: name, model, image, vram_gib, "
         "max_model_len, max_num_seqs, vllm_args, env, port, served_model_name, aliases, startup_timeout, "
-        "tiers, sleep_level, sleep_vram_gib)"
+        "idle_ttl, tiers, sleep_level, sleep_vram_gib)"
     ]
     with pytest.raises(ProfileError) as caught:
         loaded.find("typo")  # by the name it declares
