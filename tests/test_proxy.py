@@ -366,6 +366,12 @@ def test_a_paused_model_server_gets_504_and_does_not_freeze_a_swap(engine, works
     )
     stuck.start()
     try:
+        # Sent upstream (in flight) before demo-b is asked for: else demo-b's swap may come first.
+        until(
+            lambda: metric(service, "modelctl_proxy_inflight_requests", profile="demo-a") == 1,
+            "the request to reach the paused server",
+            10,
+        )
         assert service.get("/health", timeout=2).status_code == 200
         # A request for another model: the paused one is stopped (Docker stops a paused container too).
         began = time.monotonic()
