@@ -3,6 +3,7 @@
 #
 #   bash scripts/mutation.sh                 # every group, one after another
 #   bash scripts/mutation.sh plan scheduler  # only these groups
+#   MUTATION_MUTANTS='modelctl.safe_yaml.*' bash scripts/mutation.sh compose_import  # one module of a group
 #
 # Each group (pyproject [tool.mutmut.groups]) runs in its own scratch copy of the work tree under
 # $MUTATION_DIR (default /tmp/modelctl-mutation), never in the checkout: mutmut writes mutants/
@@ -57,9 +58,10 @@ PY
         cd "$dir"
         unset DOCKER_HOST MODELCTL_REQUIRE_ENGINE
         start=$(date +%s)
-        mutmut run --max-children "$CHILDREN" >run.log 2>&1 || { tail -40 run.log >&2; exit 1; }
+        # shellcheck disable=SC2086 # MUTATION_MUTANTS: mutmut's name globs, split on spaces
+        mutmut run --max-children "$CHILDREN" ${MUTATION_MUTANTS:-} >run.log 2>&1 || { tail -40 run.log >&2; exit 1; }
         mutmut results --all true >results.txt 2>/dev/null
-        grep -v -E ': (killed|timeout)$' results.txt | sed 's/^ *//' >survivors.txt || true
+        grep -v -E ': (killed|timeout|not checked)$' results.txt | sed 's/^ *//' >survivors.txt || true
         echo "   $(( $(date +%s) - start )) s; survivors: $dir/survivors.txt"
     )
 done
@@ -76,6 +78,8 @@ for group in groups:
         if ":" not in line:
             continue
         name, status = line.strip().rsplit(": ", 1)
+        if status == "not checked":  # left out by MUTATION_MUTANTS
+            continue
         module = name.split(".x_")[0].split(".xǁ")[0]
         path = module.replace(".", "/") + ".py"
         if path not in counts:
@@ -83,6 +87,8 @@ for group in groups:
         counts.setdefault(path, collections.Counter())[status] += 1
     for path, c in counts.items():
         total = sum(c.values())
+        if not total:
+            continue
         killed = c["killed"] + c["timeout"]
         score = f"{100 * killed / total:.0f}%" if total else "-"
         print(f"{path:32} {total:7} {c['killed']:6} {c['timeout']:7} {c['survived']:8} {c['no tests']:8} {score:>6}")

@@ -634,3 +634,67 @@ def test_quoting_values_on_one_line():
     assert one_line("a\nb\x1bc\u2028d") == "a\\nb\\x1bc\\u2028d"
     assert one_line("abcdef", 3) == "abc... (6 characters)"
     assert one_line("abcdef", None) == "abcdef"
+
+
+def test_an_alias_without_aliases_allowed_is_refused_as_an_alias_and_a_long_anchor_is_cut():
+    with pytest.raises(UsageError) as alias:
+        load_yaml("a: *x\n", source="p.yaml")
+    assert alias.value.message == (
+        "p.yaml: line 1: YAML alias *x is not accepted (anchors and aliases can expand a small file into gigabytes)"
+    )
+    long = "n" * 70
+    with pytest.raises(UsageError) as anchor:
+        load_yaml(f"a: &{long} 1\n", source="p.yaml")
+    assert f"YAML anchor &{'n' * 60}... (70 characters) is not accepted" in anchor.value.message
+
+
+def test_a_recursive_alias_and_a_deep_document_are_refused_saying_what_to_do():
+    with pytest.raises(UsageError) as recursive:
+        load_yaml("a: &a [*a]\n", source="c.yaml", aliases=True)
+    assert (recursive.value.message, recursive.value.hint) == (
+        "c.yaml: line 1: an alias refers to a value that contains it",
+        "write the values out instead of using a recursive *alias",
+    )
+    with pytest.raises(UsageError) as deep:
+        load_yaml("[" * 5000, source="c.yaml")
+    assert (deep.value.message, deep.value.hint) == ("c.yaml: YAML nested too deeply", "flatten the document")
+
+
+def test_a_syntax_error_is_one_line_with_spaces_for_its_line_breaks():
+    with pytest.raises(UsageError) as bad:
+        load_yaml("a: [1\n", source="p.yaml")
+    assert bad.value.message == (
+        'p.yaml: not valid YAML: while parsing a flow sequence   in "<unicode string>", line 1, column 4:     '
+        "a: [1        ^ expected ',' or ']', but got '<stream end>'   in \"<unicode string>\", line 2, column 1:"
+        "          ^"
+    )
+
+
+def test_yaml_text_of_exactly_one_mib_is_read_one_byte_more_is_not():
+    assert load_yaml("#" + "x" * ((1 << 20) - 1), source="big.yaml") is None
+    with pytest.raises(UsageError) as caught:
+        load_yaml("#" + "x" * (1 << 20), source="big.yaml")
+    assert (caught.value.message, caught.value.hint) == (
+        "big.yaml: 1048577 bytes is over the 1048576-byte limit for YAML",
+        "is it the right file?",
+    )
+
+
+def test_load_yaml_file_passes_its_options_on(tmp_path):
+    from modelctl.errors import ProfileError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("a: &a [1, 2]\nb: *a\n")
+    with pytest.raises(UsageError, match=r"c\.yaml: line 1: YAML anchor &a is not accepted"):
+        load_yaml_file(path)
+    assert load_yaml_file(path, aliases=True) == {"a": [1, 2], "b": [1, 2]}
+    with pytest.raises(UsageError, match="expand to more than 3 values"):
+        load_yaml_file(path, aliases=True, max_nodes=3)
+    with pytest.raises(ProfileError) as typed:
+        load_yaml_file(path, error=ProfileError)
+    assert typed.value.message.startswith(f"{path}: line 1: YAML anchor &a")
+
+
+def test_one_line_keeps_printable_text_and_cuts_only_past_the_limit():
+    assert one_line("é\\ ok") == "é\\ ok"
+    assert one_line("abc", 3) == "abc"
