@@ -67,6 +67,7 @@ HOP_BY_HOP = {
 JSON_IN_THREAD_BYTES = 1 << 20  # parse and render bodies above this size off the event loop
 MIB = 1024 * 1024
 CONNECT_TIMEOUT_S = 10.0
+LOADING_EVERY_S = 2.0  # a waiting stream's `: modelctl loading` comment (MODELCTL_PROXY_LOADING_EVENTS)
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "DELETE"}  # a body is optional for these
 HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 NOT_PASSED_BACK = HOP_BY_HOP_BYTES - {b"content-length"}  # of the model server's answer
@@ -340,6 +341,88 @@ class UpstreamResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+class LoadingResponse(Response):
+    """A streaming request that waits for its model (MODELCTL_PROXY_LOADING_EVENTS=1): 200 and the
+    SSE headers at once, then `: modelctl loading NAME: PHASE Ns` every LOADING_EVERY_S until the
+    model's answer begins, so that clients and proxies in between do not time out on a long load.
+    The answer's events follow as they arrive; a load that fails (or an upstream error status) ends
+    the stream with an OpenAI-shaped error event (`data: {"error": {...}}`, which the clients raise).
+    """
+
+    def __init__(self, proxy: Proxy, profile: str, target: str, method: str, headers: list, body: bytes) -> None:
+        self.proxy = proxy
+        self.profile = profile
+        self.request = (target, method, headers, body)
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        proxy, profile = self.proxy, self.profile
+        began = time.monotonic()
+        watch = _Watch(scope, receive)
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+
+        async def tell() -> None:
+            while True:
+                await asyncio.sleep(LOADING_EVERY_S)
+                assert proxy.loading_phase is not None
+                phase = proxy.loading_phase(profile)
+                line = f": modelctl loading {profile}: {phase} {time.monotonic() - began:.0f}s\n\n"
+                await send({"type": "http.response.body", "body": line.encode(), "more_body": True})
+
+        telling = asyncio.ensure_future(tell())
+        error: ModelctlError | None = None
+        try:
+            upstream, lease = await proxy._send(profile, *self.request, watch)
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            if watch.gone:
+                proxy.metrics.count_request(profile, 499)
+                return
+            error = _abandoned_error(profile, proxy.drain_timeout, started=False)
+        except ModelctlError as exc:
+            error = exc
+        finally:
+            telling.cancel()
+            await asyncio.gather(telling, return_exceptions=True)
+        if error is None and isinstance(upstream, Response):  # a 404 read already
+            lease.release()
+            error = UpstreamError(f"{profile}'s server answered {upstream.status_code}: {bytes(upstream.body)[:500]!r}")
+        elif error is None and upstream.status != 200:
+            try:
+                raw = await upstream.read_some()
+            except upstream_http.TransportError:
+                raw = b""
+            finally:
+                upstream.close()
+                lease.release()
+            said = raw[:1000].decode(errors="replace")
+            error = UpstreamError(f"{profile}'s server answered {upstream.status}: {said}")
+        if error is not None:
+            watch.close()
+            status = http_status(error)
+            proxy.metrics.count_request(profile, status)
+            log.warning("proxy: %s; the waiting stream ends with an error event", error.message)
+            event = b"data: " + json.dumps(openai_error_json(error, status)).encode() + b"\n\n"
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        proxy.metrics.count_request(profile, 200)
+
+        async def body_only(message: Any) -> None:  # the headers went out before the model answered
+            if message["type"] != "http.response.start":
+                await send(message)
+
+        await UpstreamResponse(upstream, lease, watch, proxy)(scope, receive, body_only)
+
+
 class _ReadAnswer(Response):
     """An upstream answer read whole (a 404 that was not about the model), passed on as it was."""
 
@@ -364,8 +447,12 @@ class Proxy:
         strip_authorization: bool,
         max_body_bytes: int = 64 * MIB,
         idle_timeout: float = 600.0,
+        loading_phase: Callable[[str], str] | None = None,
     ) -> None:
         self.catalog = catalog
+        # MODELCTL_PROXY_LOADING_EVENTS: what a model being loaded is doing (its operation's phase),
+        # told to the streaming requests that wait for it; None: they wait in silence.
+        self.loading_phase = loading_phase
         self.scheduler = scheduler
         self.metrics = metrics
         self.loaded_model = loaded_model
@@ -498,6 +585,8 @@ class Proxy:
         headers = [(k, v) for k, v in request.scope["headers"] if k.lower() not in self._not_forwarded]
         query = request.scope.get("query_string", b"")
         target = path + ("?" + query.decode("latin-1") if query else "")
+        if self.loading_phase is not None and data is not None and data.get("stream") is True and not self._ready(name):
+            return LoadingResponse(self, name, target, method, headers, body)
 
         # From here the client leaving (while queued, or waiting for the answer) ends the request.
         watch = _Watch(request.scope, request.receive)
@@ -527,6 +616,11 @@ class Proxy:
             return upstream
         self.metrics.count_request(name, upstream.status)
         return UpstreamResponse(upstream, lease, watch, self)
+
+    def _ready(self, profile: str) -> bool:
+        """Whether a request for `profile` goes straight through now (no swap, no wait)."""
+        scheduler = self.scheduler
+        return profile == scheduler.current and scheduler.target is None and not scheduler.draining
 
     async def _send(
         self, profile: str, target: str, method: str, headers: list, body: bytes, watch: _Watch

@@ -145,6 +145,7 @@ class Service:
             strip_authorization=self._token is not None,
             max_body_bytes=int(settings.proxy_max_body_mb * 1024 * 1024),
             idle_timeout=settings.proxy_idle_timeout,
+            loading_phase=self._loading_phase if settings.proxy_loading_events else None,
         )
         self.operations.on_reconciled = self._adopt
         self.app = Starlette(
@@ -368,12 +369,19 @@ class Service:
                 self.events.publish("proxy", proxy)
 
     def _idle_ttl(self, profile: str) -> float:
-        """The idle TTL of a model: its profile's `idle_ttl`, else MODELCTL_IDLE_TTL (0: never)."""
-        try:
-            own = self.catalog.load().profiles[profile].idle_ttl
-        except (KeyError, ModelctlError, OSError):
-            own = None
+        """The idle TTL of a model: its profile's `idle_ttl`, else MODELCTL_IDLE_TTL (0: never). Read
+        from the catalog's last snapshot (the proxy keeps it fresh): no file system on the loop."""
+        loaded = self.catalog._loaded
+        found = loaded.profiles.get(profile) if loaded is not None else None
+        own = found.idle_ttl if found is not None else None
         return self.settings.idle_ttl if own is None else own
+
+    def _loading_phase(self, profile: str) -> str:
+        """For a streaming request waiting for `profile`: the phase of the operation loading it."""
+        op = self.operations.current
+        if op is not None and op.kind == "switch" and op.target == profile:
+            return op.phase or "queued"
+        return "queued"
 
     # --- routes --------------------------------------------------------------------------
 

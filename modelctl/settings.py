@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     proxy_max_body_mb: float = Field(default=64.0, gt=0, allow_inf_nan=False)
     proxy_idle_timeout: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     proxy_drain_timeout: float = Field(default=120.0, gt=0, allow_inf_nan=False)
+    # A streaming request that waits for its model gets 200 at once and `: modelctl loading` comments.
+    proxy_loading_events: bool = False
     # Open connections the service takes at once; beyond, uvicorn answers 503 (idle ones close after 5 s).
     max_connections: int = Field(default=1024, ge=1)
     # A sleep-enabled model (profile sleep_level) is stopped instead of put to sleep when the host's

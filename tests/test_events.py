@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -304,12 +305,15 @@ class Listener:
             yield line
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, headers=self.headers, trust_env=False, timeout=60) as http:
-            with http.stream("GET", "/api/events") as response:
-                assert response.headers["content-type"].startswith("text/event-stream")
-                for kind, data in sse_events(self._lines(response)):
-                    self.events.append((kind, data))
-                    self.first.set()
+        try:
+            with httpx.Client(base_url=self.url, headers=self.headers, trust_env=False, timeout=60) as http:
+                with http.stream("GET", "/api/events") as response:
+                    self.content_type = response.headers["content-type"]
+                    for kind, data in sse_events(self._lines(response)):
+                        self.events.append((kind, data))
+                        self.first.set()
+        except httpx.TransportError:  # the service stopped at the end of the test
+            pass
 
     def of(self, op: str) -> list[tuple[str, dict[str, Any]]]:
         return [(k, d) for k, d in self.events if d.get("op") == op]
@@ -326,6 +330,7 @@ def test_the_events_of_a_switch_and_of_a_failed_switch(engine, workspace, start_
     service.wait_idle()
     listener = Listener(service.url)
     try:
+        assert listener.content_type.startswith("text/event-stream")
         kind, state = listener.events[0]
         assert kind == "state" and state["active"] is None and state["switch"] is None
         assert {"containers", "gpu", "proxy", "swaps", "last_error"} <= set(state)
@@ -389,3 +394,55 @@ def test_a_subscriber_that_never_reads_does_not_delay_a_switch(engine, workspace
     finally:
         for sock in stalled:
             sock.close()
+
+
+# --- loading events for streaming clients (MODELCTL_PROXY_LOADING_EVENTS=1) -------------------------------
+
+CHAT = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.mark.engine
+def test_a_stream_waiting_for_its_model_gets_loading_comments_then_the_answer(engine, workspace, start_service):
+    workspace.profile("slow", env={"STANDIN_LOAD_SECONDS": "5"})
+    service = start_service({"MODELCTL_PROXY_LOADING_EVENTS": "1"})
+    service.wait_idle()
+    began = time.monotonic()
+    lines: list[tuple[float, str]] = []
+    with service.http() as http:
+        body = {"model": "slow", "messages": CHAT, "stream": True}
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            headers_after = time.monotonic() - began
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line:
+                    lines.append((time.monotonic() - began, line))
+    assert headers_after < 2.0, headers_after  # at once, not after the load
+    comments = [(at, line) for at, line in lines if line.startswith(": modelctl loading slow: ")]
+    assert len(comments) >= 2, lines
+    assert re.fullmatch(r": modelctl loading slow: \w+ \d+s", comments[0][1]), comments[0]
+    assert any(": load " in line for _, line in comments), comments
+    data = [line for _, line in lines if line.startswith("data: ")]
+    assert data[-1] == "data: [DONE]" and len(data) > 2
+    first_data = next(at for at, line in lines if line.startswith("data: "))
+    assert all(at < first_data for at, _ in comments)  # comments only until the answer begins
+    # Once the model runs, a stream goes straight through: its own headers, no comment.
+    with service.http() as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            again = [line for line in response.iter_lines() if line]
+    assert not any(line.startswith(":") for line in again) and again[-1] == "data: [DONE]"
+
+
+@pytest.mark.engine
+def test_a_failed_load_ends_the_waiting_stream_with_an_error_the_openai_client_raises(engine, workspace, start_service):
+    import openai
+
+    workspace.profile("broken", env={"STANDIN_LOAD_SECONDS": "0.5", "STANDIN_FAIL": "cuda-oom"})
+    service = start_service({"MODELCTL_PROXY_LOADING_EVENTS": "1"})
+    service.wait_idle()
+    ai = openai.OpenAI(base_url=service.url + "/v1", api_key="none", max_retries=0)
+    stream = ai.chat.completions.create(model="broken", messages=CHAT, stream=True)
+    with pytest.raises(openai.APIError) as caught:
+        for _ in stream:
+            pass
+    assert "CUDA ran out of memory" in str(caught.value.message)
