@@ -321,9 +321,9 @@ def test_up_starts_the_service_and_its_default_model(deployment: Deployment, eng
     assert status["active"]["profile"] == "a"
     assert running_vllm(engine) == ["modelctl-a"]
     assert _answers(status["active"]["url"] + "/models")
-    # The model mounts the HF cache volume that compose created.
+    # The model mounts the HF cache volume that compose created, and vLLM's compile cache.
     binds = engine.containers.get("modelctl-a").attrs["HostConfig"]["Binds"]
-    assert binds == [f"{HF_VOLUME}:/root/.cache/huggingface"]
+    assert binds == [f"{HF_VOLUME}:/root/.cache/huggingface", "modelctl-vllm-cache:/root/.cache/vllm"]
     # The image's healthcheck command answers (Docker would run it every 10 s).
     service = engine.containers.get(SERVICE)
     check = service.attrs["Config"]["Healthcheck"]["Test"]
