@@ -237,3 +237,15 @@ def test_two_sleepers_on_their_own_ports_are_both_kept(tmp_path):
     write(tmp_path, "b.yaml", sleeper_profile("sleep-b", 8002))
     loaded = read_profiles(tmp_path)
     assert list(loaded.profiles) == ["sleep-a", "sleep-b"] and loaded.invalid == []
+
+
+def test_a_pair_of_sleepers_on_one_port_after_a_lone_one_is_refused(tmp_path):
+    write(tmp_path, "a.yaml", sleeper_profile("lone", 8001))
+    b = write(tmp_path, "b.yaml", sleeper_profile("pair-b", 8002))
+    c = write(tmp_path, "c.yaml", sleeper_profile("pair-c", 8002))
+    loaded = read_profiles(tmp_path)
+    assert list(loaded.profiles) == ["lone"]
+    assert [bad.error.message for bad in loaded.invalid] == [
+        f"{b}: sleep-enabled profiles cannot share port 8002 (a sleeper keeps its port): {c} uses it too",
+        f"{c}: sleep-enabled profiles cannot share port 8002 (a sleeper keeps its port): {b} uses it too",
+    ]
