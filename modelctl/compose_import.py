@@ -617,6 +617,8 @@ def _published(entry: Any, resolve) -> tuple[str | None, int | None, int] | None
     if not match:
         return None
     host_ip, host_port, target = match.groups()
+    if host_ip and re.fullmatch(r"[\d-]+", host_ip):
+        return None  # a host port range ("9000-9001:8000"), not an address: no profile form
     return (host_ip.strip("[]") if host_ip else None), (int(host_port) if host_port else None), int(target)
 
 

@@ -234,6 +234,8 @@ class Scheduler:
             self.metrics.active.labels(profile).set(1)
             self.loaded_at = self.clock()
         self.current, self.url, self.generation = profile, url.rstrip("/"), generation
+        # The dispatcher runs from now on, so the idle TTL applies to a model nobody asks for.
+        self._ensure_started()
         self._poke()
         return True
 

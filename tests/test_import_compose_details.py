@@ -309,11 +309,6 @@ def test_ports_in_each_form(tmp_path):
     assert port("[9006]")[:2] == (8000, ["ports 9006: vLLM listens on 8000; only that port is published"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_published reads the host range of '9000-9001:8000' as a host address: the report says "
-    "\"ports host address '9000-9001'\" and the profile gets port 8000 (a random host port, it says)",
-)
 def test_a_host_port_range_cannot_be_read():
     text = "services:\n  m:\n    image: vllm/vllm-openai:v0.11.1\n    command: --model o/m\n"
     result = import_compose(text + '    ports: ["9000-9001:8000"]\n', gpu_total_gib=12.0)

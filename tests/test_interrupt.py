@@ -25,6 +25,9 @@ def test_interrupted_load_rolls_back_and_exits_130(engine, workspace, sig):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a shell's background job (a CI step run with `&`) starts its children
+        # with SIGINT ignored, and Python then installs no Ctrl-C handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         # Bounded wait until the switch is in its load phase: only the slow model's container runs.

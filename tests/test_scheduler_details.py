@@ -86,11 +86,6 @@ async def test_a_url_keeps_its_path_but_not_its_trailing_slashes(w: World) -> No
     lease.release()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adopt() does not start the dispatcher: an adopted model no request ever asks for is never "
-    "stopped by the idle TTL (fix: self._ensure_started() in adopt, which runs on the loop)",
-)
 @scenario(idle_ttl=60.0)
 async def test_an_adopted_model_that_is_never_asked_for_is_stopped_after_the_idle_ttl(w: World) -> None:
     w.scheduler.adopt("a", "http://127.0.0.1:8001/v1", 0)
