@@ -3,6 +3,7 @@ model back and exits 130 saying what runs now: on the real engine, through the r
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def test_interrupted_load_rolls_back_and_exits_130(engine, workspace, sig):
     finally:
         switching.kill()
     assert switching.returncode == 130, stderr
-    assert "error: the switch to slow was interrupted in phase load; rolled back to demo-a" in stderr
+    # The container runs from the end of `start`: the signal lands in `start` or `load`.
+    assert re.search(r"error: the switch to slow was interrupted in phase (start|load); rolled back to demo-a", stderr)
     assert running_vllm(engine) == ["modelctl-demo-a"]
     assert workspace.cli_json("status")["active"]["ready"] is True
