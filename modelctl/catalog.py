@@ -173,6 +173,17 @@ class Catalog:
             self._checked_at = now
             return self._loaded
 
+    def snapshot(self) -> ProfileSet | None:
+        """The last load, however old (None before the first): no file system, for the event loop."""
+        return self._loaded
+
+    def fresh(self) -> ProfileSet | None:
+        """The last load while it is younger than `max_age_s`, else None (then `load` must look)."""
+        loaded = self._loaded
+        if loaded is not None and time.monotonic() - self._checked_at < self.max_age_s:
+            return loaded
+        return None
+
     def find(self, name: str) -> Profile:
         return self.load().find(name)
 

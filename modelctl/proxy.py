@@ -489,12 +489,11 @@ class Proxy:
     async def profiles(self) -> ProfileSet:
         """The catalog's profiles: its snapshot as it is while younger than its max_age_s (no thread,
         no file system); else one load in a thread, shared by every request that asks meanwhile."""
-        catalog = self.catalog
-        loaded = catalog._loaded
-        if loaded is not None and time.monotonic() - catalog._checked_at < catalog.max_age_s:
+        loaded = self.catalog.fresh()
+        if loaded is not None:
             return loaded
         if self._reload is None:
-            self._reload = asyncio.ensure_future(asyncio.to_thread(catalog.load))
+            self._reload = asyncio.ensure_future(asyncio.to_thread(self.catalog.load))
             self._reload.add_done_callback(self._reloaded)
         return await asyncio.shield(self._reload)
 

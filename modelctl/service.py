@@ -371,7 +371,7 @@ class Service:
     def _idle_ttl(self, profile: str) -> float:
         """The idle TTL of a model: its profile's `idle_ttl`, else MODELCTL_IDLE_TTL (0: never). Read
         from the catalog's last snapshot (the proxy keeps it fresh): no file system on the loop."""
-        loaded = self.catalog._loaded
+        loaded = self.catalog.snapshot()
         found = loaded.profiles.get(profile) if loaded is not None else None
         own = found.idle_ttl if found is not None else None
         return self.settings.idle_ttl if own is None else own
